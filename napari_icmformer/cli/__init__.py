@@ -1,0 +1,1 @@
+"""Console scripts: icmformer-segment, icmformer-eval, icmformer-train."""

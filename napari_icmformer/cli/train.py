@@ -1,0 +1,63 @@
+"""``icmformer-train``: train iCMFormer from dataclass defaults, a YAML file and CLI overrides."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+
+from ..training.trainer import TrainConfig, Trainer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="icmformer-train", description=__doc__)
+    p.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "datasets":
+            p.add_argument(flag, nargs="+", default=None)
+        elif f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif f.type in ("int", int) or "int" in str(f.type):
+            p.add_argument(flag, type=int, default=None)
+        elif f.type in ("float", float):
+            p.add_argument(flag, type=float, default=None)
+        else:
+            p.add_argument(flag, type=str, default=None)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict = {}
+    if args.config:
+        values.update(yaml.safe_load(args.config.read_text()) or {})
+    for f in fields(TrainConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            values[f.name] = v
+    if values.get("data_root") is None and os.environ.get("ICMFORMER_DATA"):
+        values["data_root"] = os.environ["ICMFORMER_DATA"]
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg)
+    if args.resume and trainer.last_path.exists():
+        trainer.resume()
+        print(f"resumed from {trainer.last_path} at step {trainer.step}")
+    try:
+        path = trainer.fit()
+    except KeyboardInterrupt:
+        return 130
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

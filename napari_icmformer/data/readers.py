@@ -1,0 +1,198 @@
+"""Readers for the layouts of the field: GrabCut, Berkeley, RITM img/gt, instance-label folders,
+COCO instances json (pycocotools). Every reader yields :class:`Sample` objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be read; the message names the file or folder at fault."""
+
+
+@dataclass
+class Sample:
+    """One image with its objects. ``masks[i]`` is a boolean object mask of the image's size."""
+
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8
+    masks: list[np.ndarray]
+    categories: list[int] = field(default_factory=list)
+    ignore: np.ndarray | None = None  # boolean, True where pixels do not count (GrabCut band)
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from any image file Pillow reads; a clear error otherwise."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"image file not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise DatasetError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_label_array(path: Path | str) -> np.ndarray:
+    """Mask / label image as stored (16-bit label PNGs stay uint16)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise DatasetError(f"mask file not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"cannot read mask {path}: {exc}") from exc
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"folder not found: {folder}")
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+
+
+def binary_nonzero(arr: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """RITM img/gt rule: any non-zero pixel is the object."""
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return [arr > 0], None
+
+
+def binary_channel0(arr: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Berkeley rule (isegm): channel 0 thresholded at > 128."""
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return [arr > 128], None
+
+
+def grabcut_mask(arr: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """GrabCut rule: 128 is the ignored boundary band, > 128 is the object."""
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return [arr > 128], arr == 128
+
+
+def instance_labels(arr: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Instance label image: 0 background, each other value one object."""
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    ids = np.unique(arr)
+    return [arr == i for i in ids if i != 0], None
+
+
+MaskRule = Callable[[np.ndarray], tuple[list[np.ndarray], "np.ndarray | None"]]
+
+
+class FolderDataset:
+    """A folder of images and a folder of masks, matched by file stem (as isegm does)."""
+
+    def __init__(self, image_dir: Path | str, mask_dir: Path | str, rule: MaskRule, name: str = "") -> None:
+        self.image_dir, self.mask_dir, self.rule = Path(image_dir), Path(mask_dir), rule
+        self.name = name or self.image_dir.parent.name
+        images, masks = _by_stem(self.image_dir), _by_stem(self.mask_dir)
+        if not images:
+            raise DatasetError(f"no images in {self.image_dir}")
+        missing = sorted(set(images) - set(masks))
+        if missing:
+            raise DatasetError(f"no mask in {self.mask_dir} for image {images[missing[0]]}"
+                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        self.pairs = [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> Sample:
+        stem, ipath, mpath = self.pairs[i]
+        image = read_image(ipath)
+        masks, ignore = self.rule(read_label_array(mpath))
+        if masks and masks[0].shape != image.shape[:2]:
+            raise DatasetError(f"mask {mpath} is {masks[0].shape[::-1]} but image {ipath} is "
+                               f"{image.shape[1::-1]} (width, height)")
+        return Sample(stem, image, masks, [1] * len(masks), ignore)
+
+
+class CocoInstances:
+    """COCO instances json via pycocotools; polygons and RLE decoded, crowd regions ignored."""
+
+    def __init__(self, annotation_file: Path | str, image_dir: Path | str, name: str = "") -> None:
+        from pycocotools.coco import COCO  # noqa: PLC0415 - heavy import, only when used
+
+        self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
+        self.name = name or self.annotation_file.stem
+        if not self.annotation_file.is_file():
+            raise DatasetError(f"annotation file not found: {self.annotation_file}")
+        try:
+            import contextlib  # noqa: PLC0415
+            import io  # noqa: PLC0415
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco = COCO(str(self.annotation_file))
+        except Exception as exc:  # noqa: BLE001
+            raise DatasetError(f"cannot read COCO json {self.annotation_file}: {exc}") from exc
+        self.image_ids = sorted(self.coco.getImgIds())
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, i: int) -> Sample:
+        info = self.coco.loadImgs(self.image_ids[i])[0]
+        image = read_image(self.image_dir / info["file_name"])
+        h, w = image.shape[:2]
+        if (info.get("height", h), info.get("width", w)) != (h, w):
+            raise DatasetError(f"{self.image_dir / info['file_name']} is {w}x{h} but the json says "
+                               f"{info.get('width')}x{info.get('height')}")
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=info["id"]))
+        masks, cats = [], []
+        ignore = np.zeros((h, w), bool)
+        for ann in anns:
+            m = self.coco.annToMask(ann).astype(bool)
+            if ann.get("iscrowd", 0):
+                ignore |= m
+            elif m.any():
+                masks.append(m)
+                cats.append(int(ann["category_id"]))
+        return Sample(Path(info["file_name"]).stem, image, masks, cats, ignore if ignore.any() else None)
+
+
+def _coco_split(root: Path, split: str) -> CocoInstances:
+    return CocoInstances(root / "annotations" / f"instances_{split}.json", root / split, f"{root.name}_{split}")
+
+
+# name -> how to open it under a data root; generic layouts are detected by open_dataset.
+DATASET_LAYOUTS: dict[str, Callable[[Path], object]] = {
+    "GrabCut": lambda r: FolderDataset(r / "GrabCut/data_GT", r / "GrabCut/boundary_GT", grabcut_mask, "GrabCut"),
+    "Berkeley": lambda r: FolderDataset(r / "Berkeley/images", r / "Berkeley/masks", binary_channel0, "Berkeley"),
+    "COCO_MVal_train": lambda r: FolderDataset(r / "COCO_MVal_train/img", r / "COCO_MVal_train/gt", binary_nonzero),
+    "COCO_Tiny_train": lambda r: _coco_split(r / "COCO_Tiny", "train2017"),
+    "COCO_Tiny_val": lambda r: _coco_split(r / "COCO_Tiny", "val2017"),
+    "WeizmannHorse": lambda r: FolderDataset(r / "WeizmannHorse/images", r / "WeizmannHorse/masks", binary_nonzero),
+    **{
+        name: (lambda r, n=name: FolderDataset(r / n / "images", r / n / "labels", instance_labels, n))
+        for name in ("PennFudanPed", "DSB2018", "EPFL_EM", "MoNuSeg", "CamVid", "MSRC_v2")
+    },
+}
+
+
+def open_dataset(name_or_path: str, data_root: Path | str | None = None):
+    """A named dataset under ``data_root`` or a path to a folder in a known layout."""
+    if name_or_path in DATASET_LAYOUTS:
+        if data_root is None:
+            raise DatasetError(f"dataset {name_or_path!r} needs --data-root")
+        return DATASET_LAYOUTS[name_or_path](Path(data_root))
+    root = Path(name_or_path)
+    layouts = [("img", "gt", binary_nonzero), ("images", "masks", binary_nonzero),
+               ("images", "labels", instance_labels), ("data_GT", "boundary_GT", grabcut_mask)]
+    for imgs, masks, rule in layouts:
+        if (root / imgs).is_dir() and (root / masks).is_dir():
+            return FolderDataset(root / imgs, root / masks, rule, root.name)
+    raise DatasetError(
+        f"unknown dataset {name_or_path!r}: not one of {sorted(DATASET_LAYOUTS)} and {root} has none of "
+        "the layouts img/+gt/, images/+masks/, images/+labels/, data_GT/+boundary_GT/"
+    )

@@ -1,0 +1,248 @@
+"""The one inference path: a predictor that caches the image features and takes clicks.
+
+Used by the napari plugin, ``icmformer-segment`` and ``icmformer-eval`` alike::
+
+    predictor = Predictor.from_checkpoint()          # shipped default
+    predictor.set_image(image)                       # once per image: S1 + cross K/V cached
+    prob = predictor.predict(Clicks().add(120, 200)) # per click: click stream, S2, neck, head
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src_models import Clicks, ICMFormer, ImageFeatures, coord_maps
+from src_models.clicks import clicks_to_tensor
+
+from .checkpoints import load_model
+from .image import to_rgb01
+from .weights import default_checkpoint
+
+Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
+
+
+@dataclass
+class PredictorConfig:
+    """Inference options. Zoom-In as in RITM / SimpleClick: crop around the current object
+    (expanded ×1.4, at least 200 px), kept while clicks stay inside it and its box IoU with the
+    new object box stays ≥ 0.5, so the cached crop features are reused."""
+
+    zoom_in: bool = True
+    zoom_expansion: float = 1.4
+    zoom_min_crop: int = 200
+    zoom_recompute_iou: float = 0.5
+    flip: bool = False
+    threshold: float = 0.49
+    device: str = "auto"
+    precision: str = "auto"  # "fp32", "fp16", "bf16"; auto = fp32 on CPU, fp16 on CUDA
+    cache_size: int = 4  # views (whole image / zoom crops) whose features are kept
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; asking for a missing one is an error."""
+    name = name.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but Apple MPS is not available on this machine")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in table:
+        raise ValueError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
+    if device.type == "cpu" and precision != "fp32":
+        raise ValueError("fp16/bf16 inference is for GPUs; use fp32 on the CPU")
+    return table[precision]
+
+
+def box_iou(a: Box, b: Box) -> float:
+    iy = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ix = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iy * ix
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area if area else 0.0
+
+
+def object_roi(mask: np.ndarray, clicks: Clicks, expansion: float, min_size: int) -> Box:
+    """Box around the predicted object and the positive clicks, expanded about its centre."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    pys = [c.y for c in clicks.positives]
+    pxs = [c.x for c in clicks.positives]
+    all_y = np.concatenate([ys, np.asarray(pys, float)]) if len(pys) else ys
+    all_x = np.concatenate([xs, np.asarray(pxs, float)]) if len(pxs) else xs
+    y0, y1, x0, x1 = all_y.min(), all_y.max() + 1, all_x.min(), all_x.max() + 1
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    sy = max((y1 - y0) * expansion, min_size)
+    sx = max((x1 - x0) * expansion, min_size)
+    by0, bx0 = int(max(0, round(cy - sy / 2))), int(max(0, round(cx - sx / 2)))
+    by1, bx1 = int(min(h, round(cy + sy / 2))), int(min(w, round(cx + sx / 2)))
+    return by0, bx0, max(by1, by0 + 1), max(bx1, bx0 + 1)
+
+
+def check_clicks(clicks: Clicks, shape: tuple[int, int]) -> None:
+    h, w = shape
+    for c in clicks:
+        if not (np.isfinite(c.y) and np.isfinite(c.x)):
+            raise ValueError(f"click {c.index} has a non-finite position ({c.y}, {c.x})")
+        if not (-0.5 <= c.y < h - 0.5 and -0.5 <= c.x < w - 0.5):
+            raise ValueError(f"click {c.index} at (y={c.y:g}, x={c.x:g}) is outside the image of "
+                             f"height {h} and width {w}")
+
+
+class Predictor:
+    """Holds a model, the current image and the per-view feature cache."""
+
+    def __init__(self, model: ICMFormer, config: PredictorConfig | None = None) -> None:
+        self.config = config or PredictorConfig()
+        self.device = resolve_device(self.config.device)
+        self.dtype = resolve_dtype(self.config.precision, self.device)
+        self.model = model.to(self.device).eval()
+        self.size = model.cfg.img_size
+        self._image: torch.Tensor | None = None  # (1, 3, H, W) float32 on device
+        self._cache: OrderedDict[tuple, ImageFeatures] = OrderedDict()
+        self._roi: Box | None = None
+        self.stats = {"encodes": 0, "decodes": 0}
+
+    @classmethod
+    def from_checkpoint(cls, path: Path | str | None = None, config: PredictorConfig | None = None) -> "Predictor":
+        """Load ``path`` (or the shipped default when None)."""
+        model = load_model(path if path is not None else default_checkpoint("sois"), expect_arch="icmformer")
+        return cls(model, config)  # type: ignore[arg-type]
+
+    # -- image ------------------------------------------------------------------------------
+    def set_image(self, image: object) -> None:
+        """Convert and keep the image; features are computed lazily per view and cached."""
+        rgb = to_rgb01(image)
+        self._image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
+        self._cache.clear()
+        self._roi = None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        if self._image is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        return int(self._image.shape[2]), int(self._image.shape[3])
+
+    def reset_object(self) -> None:
+        """Start a new object: forget the zoom-in window (the features stay cached)."""
+        self._roi = None
+
+    def _view_tensor(self, box: Box) -> torch.Tensor:
+        assert self._image is not None
+        y0, x0, y1, x1 = box
+        crop = self._image[:, :, y0:y1, x0:x1]
+        return F.interpolate(crop, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                             antialias=True)
+
+    @torch.no_grad()
+    def features(self, box: Box, flip: bool = False) -> ImageFeatures:
+        """Cached S1 image tokens + cross-attention K/V for one view of the image."""
+        key = (box, flip)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        view = self._view_tensor(box)
+        if flip:
+            view = view.flip(-1)
+        with self._autocast():
+            feats = self.model.encode_image(view)
+        self.stats["encodes"] += 1
+        self._cache[key] = feats
+        while len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
+        return feats
+
+    def _autocast(self):
+        enabled = self.dtype != torch.float32
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
+
+    # -- clicks -----------------------------------------------------------------------------
+    def choose_view(self, clicks: Clicks, prev_mask: np.ndarray | None) -> Box:
+        h, w = self.image_shape
+        whole = (0, 0, h, w)
+        cfg = self.config
+        if not cfg.zoom_in or prev_mask is None:
+            self._roi = None
+            return whole
+        pred = prev_mask > cfg.threshold
+        if not pred.any():
+            self._roi = None
+            return whole
+        roi = object_roi(pred, clicks, cfg.zoom_expansion, cfg.zoom_min_crop)
+        keep = self._roi is not None and box_iou(roi, self._roi) >= cfg.zoom_recompute_iou and all(
+            self._roi[0] <= c.y < self._roi[2] and self._roi[1] <= c.x < self._roi[3] for c in clicks
+        )
+        if not keep:
+            self._roi = roi
+        assert self._roi is not None
+        return self._roi
+
+    @torch.no_grad()
+    def predict(self, clicks: Clicks, prev_mask: np.ndarray | None = None, *, use_cache: bool = True) -> np.ndarray:
+        """Object probability (H, W) float32 at full image resolution.
+
+        ``prev_mask``: the previous prediction (probabilities or boolean), fed back to the
+        network and used to place the zoom-in window. ``use_cache=False`` runs the reference
+        uncached forward (for tests and benchmarks).
+        """
+        h, w = self.image_shape
+        check_clicks(clicks, (h, w))
+        if prev_mask is not None:
+            prev_mask = np.asarray(prev_mask, dtype=np.float32)
+            if prev_mask.shape != (h, w):
+                raise ValueError(f"prev_mask shape {prev_mask.shape} does not match the image {(h, w)}")
+        if len(clicks) == 0:
+            return np.zeros((h, w), np.float32)
+        box = self.choose_view(clicks, prev_mask)
+        y0, x0, y1, x1 = box
+        sy, sx = self.size / (y1 - y0), self.size / (x1 - x0)
+        # pixel centres map as in the resize: v = (p - y0 + 0.5) * s - 0.5 = (p - d) * s
+        view_clicks = clicks.map(sy, sx, y0 - 0.5 + 0.5 / sy, x0 - 0.5 + 0.5 / sx)
+        prev = torch.zeros(1, 1, self.size, self.size, device=self.device)
+        if prev_mask is not None:
+            crop = torch.from_numpy(prev_mask[y0:y1, x0:x1])[None, None].to(self.device)
+            prev = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        flips = [False, True] if self.config.flip else [False]
+        probs = []
+        for flip in flips:
+            cl = view_clicks.flipped(self.size) if flip else view_clicks
+            pm = prev.flip(-1) if flip else prev
+            maps = coord_maps(clicks_to_tensor(cl, self.device), pm, (self.size, self.size),
+                              self.model.cfg.click_radius)
+            with self._autocast():
+                if use_cache:
+                    logits = self.model.decode(self.features(box, flip), maps)
+                else:
+                    view = self._view_tensor(box)
+                    logits = self.model(view.flip(-1) if flip else view, maps)
+            self.stats["decodes"] += 1
+            p = torch.sigmoid(logits.float())
+            probs.append(p.flip(-1) if flip else p)
+        prob = torch.stack(probs).mean(0)
+        prob = F.interpolate(prob, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
+        out = np.zeros((h, w), np.float32)
+        out[y0:y1, x0:x1] = prob.cpu().numpy()
+        return out
+
+    def predict_mask(self, clicks: Clicks, prev_mask: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask at the configured threshold."""
+        return self.predict(clicks, prev_mask) > self.config.threshold

@@ -1,0 +1,55 @@
+"""Turn the images users have into the RGB float input the network expects, or say why not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_rgb01(image: object) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] from a 2-D grayscale, RGB or RGBA image of any numeric dtype.
+
+    * uint8 is divided by 255; bool maps to 0/1;
+    * other integer types (16-bit microscopy, …) and floats outside [0, 1] are contrast-stretched
+      to their 0.5–99.5 percentile range, since their nominal range (0–65535) is rarely used;
+    * grayscale (H, W) or (H, W, 1) is repeated to 3 channels; RGBA drops alpha;
+      channels-first (3|4, H, W) is accepted.
+    Raises ``ValueError`` for empty arrays, 3-D volumes, more dimensions, NaN/inf, other dtypes.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == object or np.iscomplexobj(arr) or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
+    ):
+        raise ValueError(f"image dtype {arr.dtype} is not supported; give a numeric array")
+    if arr.size == 0:
+        raise ValueError(f"image is empty (shape {arr.shape})")
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (3, 4) and arr.shape[-1] > 4:
+        arr = np.moveaxis(arr, 0, -1)  # channels-first RGB(A)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"expected a 2-D image (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}. "
+            "For a 3-D stack or a time series pass one 2-D slice (the plugin does this per slice)."
+        )
+    if min(arr.shape[:2]) < 2:
+        raise ValueError(f"image of shape {arr.shape[:2]} is too small to segment")
+    if arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.dtype == bool:
+        out = arr.astype(np.float32)
+    elif arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    else:
+        out = arr.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError("image contains NaN or infinite values")
+        is_unit_float = np.issubdtype(arr.dtype, np.floating) and out.min() >= 0 and out.max() <= 1
+        if not is_unit_float:
+            lo, hi = np.percentile(out, (0.5, 99.5))
+            if hi <= lo:
+                lo, hi = float(out.min()), float(out.max())
+            out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+            out = np.clip(out, 0, 1)
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Training of iCMFormer: object pool, augmentation, click simulation, loop with resume."""

@@ -1,0 +1,127 @@
+"""An in-memory pool of (image, object) pairs and the augmented crops the network trains on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from ..clicking import sample_initial_points
+from ..data import Sample, open_dataset
+
+
+@dataclass
+class PooledObject:
+    image_index: int
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
+    crop: np.ndarray  # boolean mask inside box
+
+
+class ObjectPool:
+    """Images (downscaled to ``max_side``) and their objects, kept as box-cropped masks."""
+
+    def __init__(self, max_side: int = 384, min_area: int = 40) -> None:
+        self.max_side, self.min_area = max_side, min_area
+        self.images: list[np.ndarray] = []
+        self.objects: list[PooledObject] = []
+        self.source_of: list[str] = []
+
+    def add_sample(self, sample: Sample, source: str) -> None:
+        image, masks = sample.image, sample.masks
+        scale = min(1.0, self.max_side / max(image.shape[:2]))
+        if scale < 1.0:
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            masks = [np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
+                     for m in masks]
+        index = len(self.images)
+        self.images.append(image)
+        for m in masks:
+            if m.sum() < self.min_area:
+                continue
+            ys, xs = np.nonzero(m)
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            self.objects.append(PooledObject(index, (y0, x0, y1, x1), m[y0:y1, x0:x1].copy()))
+            self.source_of.append(source)
+
+    def add_dataset(self, name: str, data_root: str | None, limit: int | None = None) -> None:
+        ds = open_dataset(name, data_root)
+        n = len(ds) if limit is None else min(limit, len(ds))
+        for i in tqdm(range(n), desc=f"loading {name}", leave=False):
+            self.add_sample(ds[i], name)
+
+    def full_mask(self, obj: PooledObject) -> np.ndarray:
+        h, w = self.images[obj.image_index].shape[:2]
+        m = np.zeros((h, w), bool)
+        y0, x0, y1, x1 = obj.box
+        m[y0:y1, x0:x1] = obj.crop
+        return m
+
+    def weights(self) -> np.ndarray:
+        """Sampling weights that give each source dataset an equal share."""
+        src = np.array(self.source_of)
+        w = np.zeros(len(src))
+        for s in np.unique(src):
+            sel = src == s
+            w[sel] = 1.0 / sel.sum()
+        return w / w.sum()
+
+
+def random_view(
+    shape: tuple[int, int], box: tuple[int, int, int, int], rng: np.random.Generator, whole_prob: float = 0.3
+) -> tuple[int, int, int, int]:
+    """A crop window (y0, x0, y1, x1) around the object, like the engine's views at inference:
+    sometimes the whole image, otherwise the object's box expanded ×1.2–3 (zoom-in like),
+    with random scale (0.75–1.4 of that) and shift."""
+    h, w = shape
+    if rng.random() < whole_prob:
+        return 0, 0, h, w
+    y0, x0, y1, x1 = box
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    side_y = max((y1 - y0) * rng.uniform(1.2, 3.0), 24) * rng.uniform(0.75, 1.4)
+    side_x = max((x1 - x0) * rng.uniform(1.2, 3.0), 24) * rng.uniform(0.75, 1.4)
+    side = max(side_y, side_x) if rng.random() < 0.5 else None
+    sy, sx = (side, side) if side else (side_y, side_x)
+    sy, sx = min(sy, h), min(sx, w)
+    cy += rng.uniform(-0.25, 0.25) * sy
+    cx += rng.uniform(-0.25, 0.25) * sx
+    vy0 = int(np.clip(round(cy - sy / 2), 0, h - sy))
+    vx0 = int(np.clip(round(cx - sx / 2), 0, w - sx))
+    return vy0, vx0, vy0 + max(1, int(sy)), vx0 + max(1, int(sx))
+
+
+def make_training_sample(
+    pool: ObjectPool, obj_index: int, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray] | None:
+    """(image (3,S,S) in [0,1], mask (1,S,S), points (N,3)) or None when the object left the view."""
+    obj = pool.objects[obj_index]
+    image = pool.images[obj.image_index]
+    mask = pool.full_mask(obj)
+    y0, x0, y1, x1 = random_view(mask.shape, obj.box, rng)
+    img = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1).float()[None] / 255
+    m = torch.from_numpy(np.ascontiguousarray(mask[y0:y1, x0:x1])).float()[None, None]
+    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)[0]
+    m = (F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)[0] > 0.5).float()
+    if m.sum() < 10:
+        return None
+    if rng.random() < 0.5:
+        img, m = img.flip(-1), m.flip(-1)
+    # colour: brightness / contrast and an RGB shift (SPEC §3)
+    img = (img - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.15, 0.15)
+    img = img + torch.from_numpy(rng.uniform(-0.06, 0.06, size=(3, 1, 1))).float()
+    img = img.clamp(0, 1)
+    points = sample_initial_points(m[0].numpy() > 0.5, rng)
+    return img, m, points
+
+
+def collate_points(points: list[np.ndarray], extra: int = 3) -> torch.Tensor:
+    """Pad variable point lists to (B, N + extra, 3) with label -1, leaving room for iterative clicks."""
+    n = max(len(p) for p in points) + extra
+    out = torch.full((len(points), n, 3), -1.0)
+    for i, p in enumerate(points):
+        out[i, : len(p)] = torch.from_numpy(p)
+    return out

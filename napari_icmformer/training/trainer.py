@@ -1,0 +1,201 @@
+"""The training loop: iterative click simulation, NFL, AdamW, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config
+
+from ..checkpoints import load_model, save_checkpoint
+from ..clicking import sample_error_click
+from .dataset import ObjectPool, collate_points, make_training_sample
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the CPU recipe of the shipped default (vit_tiny at 224)."""
+
+    model: str = "vit_tiny"
+    img_size: int = 224
+    datasets: list[str] = field(default_factory=lambda: [
+        "COCO_MVal_train", "COCO_Tiny_train", "WeizmannHorse", "PennFudanPed", "MSRC_v2", "CamVid",
+        "DSB2018", "EPFL_EM", "MoNuSeg",
+    ])
+    data_root: str | None = None
+    iterations: int = 10000
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup: int = 300
+    max_iter_clicks: int = 3
+    device: str = "cpu"
+    amp: bool = True  # bf16 autocast on GPU only
+    seed: int = 0
+    out_dir: str = "runs/default"
+    save_every: int = 250
+    threads: int = 0  # torch CPU threads; 0 = torch default
+    init_from: str | None = None  # start from an existing checkpoint's weights
+    max_side: int = 384
+    limit_per_dataset: int | None = None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 1 % of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, pool: ObjectPool | None = None) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.device = torch.device(cfg.device)
+        if cfg.init_from:
+            self.model = load_model(cfg.init_from).train()
+        else:
+            self.model = build_model(get_config(cfg.model, img_size=cfg.img_size))
+        self.model.to(self.device).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.loss_fn = NormalizedFocalLoss(alpha=0.5, gamma=2.0)
+        self.step = 0
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if pool is None:
+            pool = ObjectPool(max_side=cfg.max_side)
+            for name in cfg.datasets:
+                pool.add_dataset(name, cfg.data_root, cfg.limit_per_dataset)
+        if not pool.objects:
+            raise ValueError("the training pool has no objects")
+        self.pool = pool
+        self.weights = pool.weights()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    def save(self, path: Path | None = None) -> Path:
+        """Model + optimizer + step + RNG state: everything an exact resume needs."""
+        path = path or self.last_path
+        save_checkpoint(path, self.model, extra={
+            "step": self.step,
+            "train_config": asdict(self.cfg),
+        })
+        torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng)},
+                   path.with_suffix(".state"))
+        return path
+
+    def resume(self, path: Path | None = None) -> None:
+        path = path or self.last_path
+        model = load_model(path)
+        self.model.load_state_dict(model.state_dict())
+        # optimizer state holds RNG tuples and numpy dicts: trusted, written by save() above
+        state = torch.load(path.with_suffix(".state"), map_location="cpu", weights_only=False)
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+
+    # -- one step ---------------------------------------------------------------------------
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, masks, points = [], [], []
+        while len(images) < self.cfg.batch_size:
+            idx = int(self.rng.choice(len(self.pool.objects), p=self.weights))
+            sample = make_training_sample(self.pool, idx, self.cfg.img_size, self.rng)
+            if sample is None:
+                continue
+            images.append(sample[0])
+            masks.append(sample[1])
+            points.append(sample[2])
+        return (torch.stack(images).to(self.device), torch.stack(masks).to(self.device),
+                collate_points(points, extra=self.cfg.max_iter_clicks).to(self.device))
+
+    def add_iterative_clicks(self, images, masks, points) -> tuple[torch.Tensor, torch.Tensor]:
+        """0–N clicks from the model's own errors, each fed back with the previous mask."""
+        size = (images.shape[2], images.shape[3])
+        prev = torch.zeros_like(masks)
+        n_iter = int(self.rng.integers(0, self.cfg.max_iter_clicks + 1))
+        if n_iter == 0:
+            return points, prev
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            for _ in range(n_iter):
+                logits = self.model(images, coord_maps(points, prev, size, self.model.cfg.click_radius))
+                prev = torch.sigmoid(logits)
+                pred = (prev > 0.49).cpu().numpy()[:, 0]
+                gt = (masks > 0.5).cpu().numpy()[:, 0]
+                for b in range(images.shape[0]):
+                    click = sample_error_click(pred[b], gt[b], self.rng)
+                    if click is None:
+                        continue
+                    free = (points[b, :, 2] == -1).nonzero()
+                    if len(free):
+                        points[b, int(free[0])] = torch.tensor(click)
+        self.model.train(was_training)
+        return points, prev
+
+    def train_step(self) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, self.cfg)
+        images, masks, points = self.next_batch()
+        points, prev = self.add_iterative_clicks(images, masks, points)
+        size = (images.shape[2], images.shape[3])
+        maps = coord_maps(points, prev, size, self.model.cfg.click_radius)
+        use_amp = self.cfg.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = self.model(images, maps)
+        loss = self.loss_fn(logits.float(), masks)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def fit(self) -> Path:
+        log_path = self.out / "log.csv"
+        new_log = not log_path.exists()
+        with open(log_path, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new_log:
+                writer.writerow(["step", "loss", "lr", "seconds"])
+            bar = tqdm(total=self.cfg.iterations, initial=self.step, desc="train", dynamic_ncols=True)
+            t0 = time.time()
+            try:
+                while self.step < self.cfg.iterations:
+                    loss = self.train_step()
+                    writer.writerow([self.step, f"{loss:.5f}", f"{lr_at(self.step - 1, self.cfg):.3g}",
+                                     f"{time.time() - t0:.1f}"])
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.update(1)
+                    if self.step % self.cfg.save_every == 0:
+                        fh.flush()
+                        self.save()
+            except KeyboardInterrupt:
+                bar.write(f"interrupted at step {self.step}: saving {self.last_path}")
+                self.save()
+                raise
+            finally:
+                bar.close()
+        return self.save()
