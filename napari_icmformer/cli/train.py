@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        if f.name == "model_overrides":
+            continue
         if f.name == "datasets":
             p.add_argument(flag, nargs="+", default=None)
         elif f.type in ("bool", bool):

@@ -25,6 +25,7 @@ class TrainConfig:
     """Defaults are the CPU recipe of the shipped default (vit_tiny at 224)."""
 
     model: str = "vit_tiny"
+    model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (YAML only)
     img_size: int = 224
     datasets: list[str] = field(default_factory=lambda: [
         "COCO_MVal_train", "COCO_Tiny_train", "WeizmannHorse", "PennFudanPed", "MSRC_v2", "CamVid",
@@ -72,7 +73,7 @@ class Trainer:
         if cfg.init_from:
             self.model = load_model(cfg.init_from).train()
         else:
-            self.model = build_model(get_config(cfg.model, img_size=cfg.img_size))
+            self.model = build_model(get_config(cfg.model, img_size=cfg.img_size, **cfg.model_overrides))
         self.model.to(self.device).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.loss_fn = NormalizedFocalLoss(alpha=0.5, gamma=2.0)

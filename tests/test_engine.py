@@ -1,0 +1,156 @@
+import numpy as np
+import pytest
+
+from napari_icmformer.engine import Predictor, PredictorConfig, box_iou, object_roi, resolve_device
+from src_models import Clicks
+from tests.conftest import tiny_model
+
+
+@pytest.fixture
+def predictor():
+    return Predictor(tiny_model(), PredictorConfig(device="cpu"))
+
+
+def test_cached_equals_uncached_through_the_engine(predictor):
+    rng = np.random.default_rng(0)
+    predictor.set_image((rng.random((150, 210, 3)) * 255).astype(np.uint8))
+    clicks = Clicks().add(70, 100).add(20, 30, False)
+    cached = predictor.predict(clicks)
+    uncached = predictor.predict(clicks, use_cache=False)
+    assert cached.shape == (150, 210)
+    assert np.abs(cached - uncached).max() <= 1e-5
+    # with a previous mask and zoom-in the crop path must agree too
+    prev = np.zeros((150, 210), np.float32)
+    prev[50:90, 80:130] = 0.9
+    a = predictor.predict(clicks, prev)
+    b = predictor.predict(clicks, prev, use_cache=False)
+    assert np.abs(a - b).max() <= 1e-5
+
+
+def test_image_features_are_computed_once_per_view(predictor):
+    predictor.set_image(np.zeros((100, 100), np.uint8))
+    clicks = Clicks().add(50, 50)
+    for _ in range(3):
+        predictor.predict(clicks)
+    assert predictor.stats == {"encodes": 1, "decodes": 3}
+    predictor.set_image(np.ones((100, 100), np.uint8))
+    predictor.predict(clicks)
+    assert predictor.stats["encodes"] == 2  # a new image invalidates the cache
+
+
+def test_flip_tta_runs_and_stays_a_probability():
+    p = Predictor(tiny_model(), PredictorConfig(device="cpu", flip=True))
+    p.set_image(np.random.default_rng(1).random((96, 96, 3)))
+    prob = p.predict(Clicks().add(40, 40))
+    assert prob.shape == (96, 96) and 0 <= prob.min() and prob.max() <= 1
+    assert p.stats["encodes"] == 2  # the flipped view has its own cached features
+
+
+def test_object_roi_geometry():
+    mask = np.zeros((1000, 800), bool)
+    mask[400:500, 300:420] = True  # 100 x 120 object
+    roi = object_roi(mask, Clicks().add(450, 350), expansion=1.4, min_size=200)
+    y0, x0, y1, x1 = roi
+    assert (y1 - y0, x1 - x0) == (200, 200)  # 140 x 168 raised to the 200 px minimum
+    assert (y0 + y1) / 2 == pytest.approx(450, abs=1) and (x0 + x1) / 2 == pytest.approx(360, abs=1)
+    big = np.zeros((1000, 800), bool)
+    big[100:600, 100:500] = True
+    y0, x0, y1, x1 = object_roi(big, Clicks(), expansion=1.4, min_size=200)
+    assert (y1 - y0, x1 - x0) == (700, 560)  # 500 x 400 expanded x1.4 about the centre
+    corner = np.zeros((300, 300), bool)
+    corner[:20, :20] = True
+    assert object_roi(corner, Clicks(), 1.4, 200)[:2] == (0, 0)  # clipped to the image
+
+
+def test_zoom_in_crop_and_paste_back(predictor):
+    predictor.set_image(np.random.default_rng(2).random((600, 600, 3)))
+    prev = np.zeros((600, 600), np.float32)
+    prev[280:320, 280:320] = 1.0
+    clicks = Clicks().add(300, 300)
+    prob = predictor.predict(clicks, prev)
+    roi = predictor._roi
+    assert roi is not None and roi[2] - roi[0] == 200
+    outside = np.ones_like(prob, bool)
+    outside[roi[0]:roi[2], roi[1]:roi[3]] = False
+    assert prob[outside].max() == 0  # nothing is pasted outside the zoom window
+    # a click inside the window and a similar object keeps the window (features reused)
+    encodes = predictor.stats["encodes"]
+    predictor.predict(clicks.add(310, 305), prev)
+    assert predictor._roi == roi and predictor.stats["encodes"] == encodes
+    # a click outside the window moves it
+    predictor.predict(clicks.add(300, 590), prev)
+    assert predictor._roi != roi
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+
+
+def test_zoom_in_off_uses_whole_image():
+    p = Predictor(tiny_model(), PredictorConfig(device="cpu", zoom_in=False))
+    p.set_image(np.zeros((300, 300, 3)))
+    prev = np.zeros((300, 300), np.float32)
+    prev[100:120, 100:120] = 1
+    p.predict(Clicks().add(110, 110), prev)
+    assert p._roi is None
+
+
+def test_click_mapping_puts_the_disk_where_the_click_is(predictor):
+    """The click's disk at network resolution must sit at the click's place in the view."""
+    import torch  # noqa: PLC0415
+
+    from src_models import coord_maps  # noqa: PLC0415
+    from src_models.clicks import clicks_to_tensor  # noqa: PLC0415
+
+    predictor.set_image(np.zeros((300, 150), np.uint8))
+    click = Clicks().add(150, 75)
+    s = predictor.size
+    view = click.map(s / 300, s / 150, 0 - 0.5 + 0.5 * 300 / s, 0 - 0.5 + 0.5 * 150 / s)
+    maps = coord_maps(clicks_to_tensor(view), torch.zeros(1, 1, s, s), (s, s))
+    ys, xs = np.nonzero(maps[0, 1].numpy())
+    assert abs(ys.mean() - (s - 1) / 2) <= 0.5 and abs(xs.mean() - (s - 1) / 2) <= 0.5
+
+
+def test_no_clicks_gives_empty_map(predictor):
+    predictor.set_image(np.zeros((50, 60)))
+    assert predictor.predict(Clicks()).max() == 0
+
+
+@pytest.mark.parametrize("y, x", [(-3, 5), (5, 60), (50, 5), (np.nan, 3)])
+def test_clicks_outside_the_image_raise(predictor, y, x):
+    predictor.set_image(np.zeros((50, 60)))
+    with pytest.raises(ValueError, match="outside the image|non-finite"):
+        predictor.predict(Clicks().add(y, x))
+
+
+def test_predict_without_image_and_bad_prev_mask(predictor):
+    with pytest.raises(RuntimeError, match="set_image"):
+        predictor.predict(Clicks().add(1, 1))
+    predictor.set_image(np.zeros((50, 60)))
+    with pytest.raises(ValueError, match="prev_mask shape"):
+        predictor.predict(Clicks().add(1, 1), np.zeros((60, 50)))
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((64, 80), np.uint8),  # grayscale
+        np.zeros((64, 80, 4), np.uint8),  # RGBA
+        (np.arange(64 * 80).reshape(64, 80) * 7).astype(np.uint16),  # 16-bit
+        np.random.default_rng(0).normal(size=(64, 80)).astype(np.float32),  # float
+    ],
+)
+def test_user_image_types(predictor, image):
+    predictor.set_image(image)
+    assert predictor.predict(Clicks().add(30, 40)).shape == (64, 80)
+
+
+def test_volume_is_rejected(predictor):
+    with pytest.raises(ValueError, match="3-D stack"):
+        predictor.set_image(np.zeros((10, 64, 64), np.uint16))
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="fp32 on the CPU"):
+        Predictor(tiny_model(), PredictorConfig(device="cpu", precision="fp16"))

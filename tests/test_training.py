@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_icmformer.checkpoints import load_model
+from napari_icmformer.clicking import (
+    first_eval_click,
+    next_eval_click,
+    sample_error_click,
+    sample_initial_points,
+)
+from napari_icmformer.data import Sample
+from napari_icmformer.training.dataset import ObjectPool
+from napari_icmformer.training.trainer import TrainConfig, Trainer
+from src_models import NormalizedFocalLoss
+from tests.conftest import TINY
+
+
+def test_nfl_matches_hand_computation():
+    logits = torch.tensor([[[[0.0, 2.0], [-1.0, 3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [0.0, -1.0]]]])  # last pixel ignored
+    p = torch.sigmoid(logits).flatten()[:3]
+    pt = torch.stack([p[0], 1 - p[1], 1 - p[2]])
+    beta = (1 - pt) ** 2
+    scale = 3 / beta.sum()
+    expected = (-0.5 * beta * scale * torch.log(pt)).sum() / 3
+    got = NormalizedFocalLoss(alpha=0.5, gamma=2)(logits, target)
+    assert got == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_initial_points_respect_the_mask():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((80, 90), bool)
+    mask[20:50, 30:70] = True
+    for _ in range(200):
+        pts = sample_initial_points(mask, rng)
+        ys, xs, labels = pts[:, 0].astype(int), pts[:, 1].astype(int), pts[:, 2]
+        assert labels[0] == 1
+        assert mask[ys[labels == 1], xs[labels == 1]].all()
+        assert not mask[ys[labels == 0], xs[labels == 0]].any()
+
+
+def test_error_click_sign_and_place():
+    rng = np.random.default_rng(1)
+    gt = np.zeros((50, 50), bool)
+    gt[10:40, 10:40] = True
+    pred = gt.copy()
+    pred[10:40, 10:20] = False  # a false-negative strip
+    for _ in range(50):
+        y, x, label = sample_error_click(pred, gt, rng)
+        assert label == 1 and gt[int(y), int(x)] and not pred[int(y), int(x)]
+    assert sample_error_click(gt, gt, rng) is None
+
+
+def test_eval_clicker_first_and_next_click():
+    gt = np.zeros((41, 61), bool)
+    gt[10:31, 20:41] = True  # 21 x 21 square, centre (20, 30)
+    c = first_eval_click(gt)
+    assert (c.y, c.x, c.positive) == (20, 30, True)
+    pred = gt.copy()
+    pred[0:5, 0:61] = True  # a false-positive band larger than any FN
+    n = next_eval_click(pred, gt)
+    assert not n.positive and n.y < 5
+
+
+def _synthetic_pool(n: int = 6) -> ObjectPool:
+    rng = np.random.default_rng(0)
+    pool = ObjectPool(max_side=96)
+    for i in range(n):
+        img = (rng.random((96, 96, 3)) * 60).astype(np.uint8)
+        m = np.zeros((96, 96), bool)
+        y, x = rng.integers(20, 60, 2)
+        m[y:y + 24, x:x + 24] = True
+        img[m] = 220
+        pool.add_sample(Sample(f"s{i}", img, [m]), "synthetic")
+    return pool
+
+
+def _tiny_cfg(tmp_path, iterations: int) -> TrainConfig:
+    overrides = {k: v for k, v in TINY.items() if k != "img_size"}
+    return TrainConfig(model="vit_tiny", model_overrides=overrides, img_size=96, iterations=iterations,
+                       batch_size=2, out_dir=str(tmp_path / "run"), save_every=1, warmup=1, lr=1e-3)
+
+
+def test_two_iterations_then_resume_continues_the_step_count(tmp_path):
+    pool = _synthetic_pool()
+    trainer = Trainer(_tiny_cfg(tmp_path, 2), pool)
+    path = trainer.fit()
+    assert trainer.step == 2
+    model = load_model(path)
+    assert model.checkpoint_extra["step"] == 2
+    resumed = Trainer(_tiny_cfg(tmp_path, 4), pool)
+    resumed.resume()
+    assert resumed.step == 2
+    for k, v in model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v)
+    resumed.fit()
+    assert resumed.step == 4
+    lines = (tmp_path / "run" / "log.csv").read_text().strip().splitlines()
+    assert [int(line.split(",")[0]) for line in lines[1:]] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_loss_decreases_on_a_learnable_task(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(_tiny_cfg(tmp_path, 40), _synthetic_pool(12))
+    trainer.cfg.max_iter_clicks = 0
+    losses = [trainer.train_step() for _ in range(40)]
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
