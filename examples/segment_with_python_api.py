@@ -25,9 +25,9 @@ def main() -> None:
     image = data.coins()  # 2-D grayscale uint8; converted to RGB inside
     predictor.set_image(image)  # image features computed once here, reused by every click
 
-    clicks = Clicks().add(y=50, x=60)  # positive click on the coin in the top-left corner
+    clicks = Clicks().add(y=54, x=44)  # positive click on the left-most coin of the top row
     prob = predictor.predict(clicks)
-    clicks = clicks.add(y=45, x=20, positive=False)  # a negative click left of it
+    clicks = clicks.add(y=88, x=44, positive=False)  # a negative click on the background below it
     prob = predictor.predict(clicks, prev_mask=prob)  # feed the previous prediction back
     mask = prob > predictor.config.threshold
 

@@ -87,8 +87,8 @@ def object_roi(mask: np.ndarray, clicks: Clicks, expansion: float, min_size: int
     ys, xs = np.nonzero(mask)
     pys = [c.y for c in clicks.positives]
     pxs = [c.x for c in clicks.positives]
-    all_y = np.concatenate([ys, np.asarray(pys, float)]) if len(pys) else ys
-    all_x = np.concatenate([xs, np.asarray(pxs, float)]) if len(pxs) else xs
+    all_y = np.concatenate([ys, np.asarray(pys, float)]) if pys else ys
+    all_x = np.concatenate([xs, np.asarray(pxs, float)]) if pxs else xs
     y0, y1, x0, x1 = all_y.min(), all_y.max() + 1, all_x.min(), all_x.max() + 1
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     sy = max((y1 - y0) * expansion, min_size)

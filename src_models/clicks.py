@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ class Clicks(Sequence[Click]):
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Clicks) and self._clicks == other._clicks
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._clicks))
 
     @property
     def positives(self) -> list[Click]:

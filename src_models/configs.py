@@ -59,9 +59,7 @@ class ModelConfig:
             raise ValueError(f"unknown model config keys: {unknown}")
         kwargs = {}
         for key, value in data.items():
-            if isinstance(value, list):
-                value = tuple(value)
-            kwargs[key] = value
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
         return cls(**kwargs)
 
     def replace(self, **overrides: Any) -> "ModelConfig":

@@ -10,7 +10,7 @@ computes it once per image with :meth:`CrossAttention.image_kv` and reuses it fo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -3,9 +3,9 @@ COCO instances json (pycocotools). Every reader yields :class:`Sample` objects."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
