@@ -37,8 +37,10 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "icmformer":
         return ICMFormer(cfg)
     if cfg.arch == "icmformer_pp":
-        from .icmformer_pp import ICMFormerPP  # noqa: PLC0415 - built only when asked for
-
+        try:
+            from .icmformer_pp import ICMFormerPP  # noqa: PLC0415 - built only when asked for
+        except ModuleNotFoundError:
+            raise NotImplementedError("iCMFormer++ (MOIS) is not implemented in this version yet") from None
         return ICMFormerPP(cfg)
     raise ValueError(f"unknown architecture {cfg.arch!r}")
 
