@@ -107,3 +107,18 @@ def test_loss_decreases_on_a_learnable_task(tmp_path):
     trainer.cfg.max_iter_clicks = 0
     losses = [trainer.train_step() for _ in range(40)]
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+
+
+def test_pool_from_instance_labels_keeps_every_object_box():
+    from napari_icmformer.data.readers import instance_labels  # noqa: PLC0415
+
+    labels = np.zeros((40, 50), np.uint16)
+    labels[2:12, 3:15] = 1
+    labels[20:35, 30:48] = 7
+    masks, _ = instance_labels(labels)
+    assert len(masks) == 2 and masks[1].sum() == 15 * 18
+    pool = ObjectPool(max_side=100, min_area=10)
+    pool.add_sample(Sample("lab", np.zeros((40, 50, 3), np.uint8), masks), "t")
+    assert [o.box for o in pool.objects] == [(2, 3, 12, 15), (20, 30, 35, 48)]
+    assert all(o.crop.all() for o in pool.objects)
+    np.testing.assert_array_equal(pool.full_mask(pool.objects[1]), labels == 7)

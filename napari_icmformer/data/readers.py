@@ -3,7 +3,7 @@ COCO instances json (pycocotools). Every reader yields :class:`Sample` objects."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +17,40 @@ class DatasetError(ValueError):
     """A dataset cannot be read; the message names the file or folder at fault."""
 
 
+class LabelMasks(Sequence):
+    """The objects of an instance label image as boolean masks, made on demand.
+
+    A MoNuSeg tile holds ~100 nuclei; building every full-size mask up front costs memory and
+    minutes over a dataset, so masks are computed when indexed. ``labels`` stays available.
+    """
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+        self.ids = [int(i) for i in np.unique(labels) if i != 0]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.labels == j for j in self.ids[i]]
+        return self.labels == self.ids[i]
+
+
 @dataclass
 class Sample:
     """One image with its objects. ``masks[i]`` is a boolean object mask of the image's size."""
 
     name: str
     image: np.ndarray  # (H, W, 3) uint8
-    masks: list[np.ndarray]
+    masks: Sequence[np.ndarray]
     categories: list[int] = field(default_factory=list)
     ignore: np.ndarray | None = None  # boolean, True where pixels do not count (GrabCut band)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The instance label image when the objects came from one (no overlaps)."""
+        return self.masks.labels if isinstance(self.masks, LabelMasks) else None
 
 
 def read_image(path: Path | str) -> np.ndarray:
@@ -79,12 +104,11 @@ def grabcut_mask(arr: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
     return [arr > 128], arr == 128
 
 
-def instance_labels(arr: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+def instance_labels(arr: np.ndarray) -> tuple[LabelMasks, np.ndarray | None]:
     """Instance label image: 0 background, each other value one object."""
     if arr.ndim == 3:
         arr = arr[..., 0]
-    ids = np.unique(arr)
-    return [arr == i for i in ids if i != 0], None
+    return LabelMasks(arr), None
 
 
 MaskRule = Callable[[np.ndarray], tuple[list[np.ndarray], "np.ndarray | None"]]
@@ -111,9 +135,10 @@ class FolderDataset:
     def __getitem__(self, i: int) -> Sample:
         stem, ipath, mpath = self.pairs[i]
         image = read_image(ipath)
-        masks, ignore = self.rule(read_label_array(mpath))
-        if masks and masks[0].shape != image.shape[:2]:
-            raise DatasetError(f"mask {mpath} is {masks[0].shape[::-1]} but image {ipath} is "
+        raw = read_label_array(mpath)
+        masks, ignore = self.rule(raw)
+        if raw.shape[:2] != image.shape[:2]:
+            raise DatasetError(f"mask {mpath} is {raw.shape[1::-1]} but image {ipath} is "
                                f"{image.shape[1::-1]} (width, height)")
         return Sample(stem, image, masks, [1] * len(masks), ignore)
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 from tqdm import tqdm
 
 from ..clicking import sample_initial_points
@@ -31,22 +32,37 @@ class ObjectPool:
         self.source_of: list[str] = []
 
     def add_sample(self, sample: Sample, source: str) -> None:
-        image, masks = sample.image, sample.masks
+        image = sample.image
         scale = min(1.0, self.max_side / max(image.shape[:2]))
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         if scale < 1.0:
-            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
             image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-            masks = [np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
-                     for m in masks]
         index = len(self.images)
         self.images.append(image)
-        for m in masks:
-            if m.sum() < self.min_area:
-                continue
+        labels = sample.labels
+        if labels is not None:  # instance label image: one nearest resize, boxes from find_objects
+            if scale < 1.0:
+                labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.NEAREST))
+            for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
+                if sl is not None:
+                    self._add_object(index, (sl[0].start, sl[1].start), labels[sl] == lab, source)
+            return
+        for mask in sample.masks:
+            m = mask
+            if scale < 1.0:
+                m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
             ys, xs = np.nonzero(m)
-            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            self.objects.append(PooledObject(index, (y0, x0, y1, x1), m[y0:y1, x0:x1].copy()))
-            self.source_of.append(source)
+            if len(ys):
+                y0, x0 = ys.min(), xs.min()
+                self._add_object(index, (y0, x0), m[y0:ys.max() + 1, x0:xs.max() + 1], source)
+
+    def _add_object(self, index: int, origin: tuple[int, int], crop: np.ndarray, source: str) -> None:
+        if crop.sum() < self.min_area:
+            return
+        y0, x0 = int(origin[0]), int(origin[1])
+        box = (y0, x0, y0 + crop.shape[0], x0 + crop.shape[1])
+        self.objects.append(PooledObject(index, box, crop.copy()))
+        self.source_of.append(source)
 
     def add_dataset(self, name: str, data_root: str | None, limit: int | None = None) -> None:
         ds = open_dataset(name, data_root)
