@@ -122,3 +122,31 @@ def test_pool_from_instance_labels_keeps_every_object_box():
     assert [o.box for o in pool.objects] == [(2, 3, 12, 15), (20, 30, 35, 48)]
     assert all(o.crop.all() for o in pool.objects)
     np.testing.assert_array_equal(pool.full_mask(pool.objects[1]), labels == 7)
+
+
+def test_train_cli_with_yaml_config_and_resume(tmp_path):
+    import yaml  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    from napari_icmformer.cli.train import main as train_main  # noqa: PLC0415
+
+    root = tmp_path / "toy"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(3):
+        img = np.zeros((64, 64, 3), np.uint8)
+        img[10 + i:40 + i, 12:44] = 200
+        m = (img[..., 0] > 0).astype(np.uint8) * 255
+        Image.fromarray(img).save(root / "images" / f"t{i}.png")
+        Image.fromarray(m).save(root / "masks" / f"t{i}.png")
+    cfg = tmp_path / "cfg.yaml"
+    overrides = {k: v for k, v in TINY.items() if k != "img_size"}
+    cfg.write_text(yaml.safe_dump({"model_overrides": {k: list(v) if isinstance(v, tuple) else v
+                                                       for k, v in overrides.items()},
+                                   "img_size": 96, "batch_size": 2, "warmup": 1}))
+    out = tmp_path / "run"
+    args = ["--config", str(cfg), "--datasets", str(root), "--iterations", "2", "--out-dir", str(out)]
+    assert train_main(args) == 0
+    assert load_model(out / "last.pt").checkpoint_extra["step"] == 2
+    assert train_main([*args[:-4], "--iterations", "3", "--out-dir", str(out), "--resume"]) == 0
+    assert load_model(out / "last.pt").checkpoint_extra["step"] == 3

@@ -38,7 +38,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         values.update(yaml.safe_load(args.config.read_text()) or {})
     for f in fields(TrainConfig):
-        v = getattr(args, f.name)
+        v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
     if values.get("data_root") is None and os.environ.get("ICMFORMER_DATA"):
