@@ -44,6 +44,7 @@ class SegmentationWidget(Container):
         self._image_id: int | None = None
         self.annotator: Annotator | None = None
         self.last_worker = None
+        self.pending = 0  # predictions started and not yet finished (tests wait on this)
         self.commit_btn.changed.connect(self.commit)
         self.clear_btn.changed.connect(self.clear)
         self.undo_btn.changed.connect(self.undo)
@@ -149,6 +150,8 @@ class SegmentationWidget(Container):
         worker = create_worker(work, _start_thread=False)
         worker.returned.connect(lambda result: self._on_prediction(job, *result))
         worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.pending += 1
         self.status.value = "predicting…"
         self.last_worker = worker
         worker.start()
@@ -159,6 +162,9 @@ class SegmentationWidget(Container):
             return  # stale: a newer click, clear, undo or commit came first
         self.status.value = f"last prediction {seconds * 1000:.0f} ms · {len(self.annotator.clicks)} clicks"
         self._refresh()
+
+    def _on_finished(self) -> None:
+        self.pending -= 1
 
     def _on_error(self, exc: Exception) -> None:
         self.status.value = f"error: {exc}"

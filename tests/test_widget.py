@@ -22,9 +22,8 @@ def widget(make_napari_viewer, tiny_checkpoint):
     return viewer, w
 
 
-def _wait(qtbot, worker):
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.pending == 0, timeout=60000)
 
 
 def test_widget_docks_and_creates_layers(widget):
@@ -36,7 +35,8 @@ def test_widget_docks_and_creates_layers(widget):
 @pytest.mark.skipif(not DEFAULTS["sois"].is_file(), reason="needs the shipped default model")
 def test_positive_click_segments_near_the_click(widget, qtbot):
     viewer, w = widget
-    _wait(qtbot, w.click(54, 44))
+    w.click(54, 44)
+    _wait(qtbot, w)
     mask = viewer.layers["current object"].data
     assert mask[54, 44] and mask.sum() < 0.2 * mask.size
     ys, xs = np.nonzero(mask)
@@ -47,10 +47,9 @@ def test_commit_undo_and_stale_results(widget, qtbot):
     viewer, w = widget
     objects = viewer.layers["objects"]
     objects.data[0:5, 0:5] = 9  # the user's earlier work
-    w1 = w.click(54, 44)
-    w2 = w.click(150, 200)  # supersedes the first
-    _wait(qtbot, w1)
-    _wait(qtbot, w2)
+    w.click(54, 44)
+    w.click(150, 200)  # supersedes the first
+    _wait(qtbot, w)
     assert len(w.annotator.clicks) == 2
     w.annotator.prob = np.zeros(objects.data.shape, np.float32)
     w.annotator.prob[50:60, 40:50] = 1  # a known current object
@@ -71,8 +70,8 @@ def test_rgba_and_16bit_images(make_napari_viewer, tiny_checkpoint, qtbot):
         w = SegmentationWidget(viewer)
         w.checkpoint.value = tiny_checkpoint
         w.image_choice.value = layer
-        worker = w.click(30, 30)
-        _wait(qtbot, worker)
+        assert w.click(30, 30) is not None
+        _wait(qtbot, w)
         assert w.status.value.startswith("last prediction"), w.status.value
         for name in ("current object", "objects", "positive clicks", "negative clicks"):
             viewer.layers.remove(name)
