@@ -150,3 +150,34 @@ def test_train_cli_with_yaml_config_and_resume(tmp_path):
     assert load_model(out / "last.pt").checkpoint_extra["step"] == 2
     assert train_main([*args[:-4], "--iterations", "3", "--out-dir", str(out), "--resume"]) == 0
     assert load_model(out / "last.pt").checkpoint_extra["step"] == 3
+
+
+def test_validation_writes_val_csv_and_best_checkpoint(tmp_path):
+    from PIL import Image  # noqa: PLC0415
+
+    root = tmp_path / "dev"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(2):
+        img = np.zeros((64, 64, 3), np.uint8)
+        img[10 + i:40 + i, 12:44] = 200
+        Image.fromarray(img).save(root / "images" / f"v{i}.png")
+        Image.fromarray((img[..., 0] > 0).astype(np.uint8) * 255).save(root / "masks" / f"v{i}.png")
+    cfg = _tiny_cfg(tmp_path, 2)
+    cfg.val_dataset, cfg.val_every, cfg.val_max_clicks, cfg.val_min_area = str(root), 1, 3, 10
+    trainer = Trainer(cfg, _synthetic_pool())
+    assert len(trainer.validation.objects) == 2
+    trainer.fit()
+    rows = (tmp_path / "run" / "val.csv").read_text().strip().splitlines()
+    assert rows[0].split(",")[:3] == ["step", "NoC@85", "NoC@90"]
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [1, 2]
+    best = load_model(tmp_path / "run" / "best.pt")
+    assert best.checkpoint_extra["validation"]["NoC@85"] == trainer.best_noc
+    assert 1 <= trainer.best_noc <= 3
+
+
+def test_validation_refuses_a_benchmark():
+    from napari_icmformer.training.validation import ValidationSet  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="benchmark"):
+        ValidationSet.from_dataset("GrabCut", "/nonexistent", 5, 96, 10)

@@ -18,6 +18,7 @@ from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config
 from ..checkpoints import load_model, save_checkpoint
 from ..clicking import sample_error_click
 from .dataset import ObjectPool, collate_points, make_training_sample
+from .validation import ValidationSet
 
 
 @dataclass
@@ -47,6 +48,13 @@ class TrainConfig:
     init_from: str | None = None  # start from an existing checkpoint's weights
     max_side: int = 384
     limit_per_dataset: int | None = None
+    # validation by the SOIS protocol on held-out data (never a benchmark): picks best.pt
+    # "auto" = COCO_Tiny_val when data_root is set, else no validation; or a name / folder; None = off
+    val_dataset: str | None = "auto"
+    val_every: int = 500
+    val_objects: int = 40
+    val_max_clicks: int = 10
+    val_min_area: int = 1024
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -88,6 +96,16 @@ class Trainer:
             raise ValueError("the training pool has no objects")
         self.pool = pool
         self.weights = pool.weights()
+        self.validation: ValidationSet | None = None
+        val_name = cfg.val_dataset
+        if isinstance(val_name, str) and val_name.lower() in ("", "none", "off"):
+            val_name = None
+        if val_name == "auto":
+            val_name = "COCO_Tiny_val" if cfg.data_root else None
+        if val_name and cfg.val_every > 0:
+            self.validation = ValidationSet.from_dataset(
+                val_name, cfg.data_root, cfg.val_objects, cfg.max_side, cfg.val_min_area)
+        self.best_noc: float = math.inf
 
     # -- checkpoints ------------------------------------------------------------------------
     @property
@@ -101,7 +119,8 @@ class Trainer:
             "step": self.step,
             "train_config": asdict(self.cfg),
         })
-        torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng)},
+        torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng),
+                    "best_noc": self.best_noc},
                    path.with_suffix(".state"))
         return path
 
@@ -113,6 +132,7 @@ class Trainer:
         state = torch.load(path.with_suffix(".state"), map_location="cpu", weights_only=False)
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.best_noc = float(state.get("best_noc", math.inf))
         self.rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
@@ -174,6 +194,25 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
+    def validate(self) -> dict[str, float] | None:
+        """SOIS NoC on the held-out set; saves ``best.pt`` when NoC@85 improves. Appends val.csv."""
+        if self.validation is None:
+            return None
+        metrics = self.validation.evaluate(self.model, self.cfg.val_max_clicks)
+        self.model.train()
+        path = self.out / "val.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["step", *metrics])
+            writer.writerow([self.step, *(f"{v:.4f}" for v in metrics.values())])
+        if metrics["NoC@85"] < self.best_noc:
+            self.best_noc = metrics["NoC@85"]
+            save_checkpoint(self.out / "best.pt", self.model,
+                            extra={"step": self.step, "validation": metrics, "train_config": asdict(self.cfg)})
+        return metrics
+
     def fit(self) -> Path:
         log_path = self.out / "log.csv"
         new_log = not log_path.exists()
@@ -193,6 +232,10 @@ class Trainer:
                     if self.step % self.cfg.save_every == 0:
                         fh.flush()
                         self.save()
+                    if self.validation is not None and (
+                            self.step % self.cfg.val_every == 0 or self.step == self.cfg.iterations):
+                        m = self.validate()
+                        bar.write(f"step {self.step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
             except KeyboardInterrupt:
                 bar.write(f"interrupted at step {self.step}: saving {self.last_path}")
                 self.save()
