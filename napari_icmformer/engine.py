@@ -42,6 +42,10 @@ class PredictorConfig:
     device: str = "auto"
     precision: str = "auto"  # "fp32", "fp16", "bf16"; auto = fp32 on CPU, fp16 on CUDA
     cache_size: int = 4  # views (whole image / zoom crops) whose features are kept
+    # images larger than this (pixels, longest side) are never squeezed whole into the network:
+    # the first click sees a window of this size around the clicks, later clicks zoom in
+    max_view: int = 1024
+    image_cache: int = 8  # images (e.g. slices of a stack) whose features stay cached by key
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -98,6 +102,13 @@ def object_roi(mask: np.ndarray, clicks: Clicks, expansion: float, min_size: int
     return by0, bx0, max(by1, by0 + 1), max(bx1, bx0 + 1)
 
 
+def click_window(clicks: Clicks, shape: tuple[int, int], size: int, expansion: float = 1.4) -> Box:
+    """A window of at least ``size`` px around the positive clicks (all clicks if none)."""
+    points = clicks.positives or list(clicks)
+    as_positive = Clicks.from_points([(c.y, c.x) for c in points], [])
+    return object_roi(np.zeros(shape, bool), as_positive, expansion, size)
+
+
 def check_clicks(clicks: Clicks, shape: tuple[int, int]) -> None:
     h, w = shape
     for c in clicks:
@@ -120,6 +131,8 @@ class Predictor:
         self._image: torch.Tensor | None = None  # (1, 3, H, W) float32 on device
         self._cache: OrderedDict[tuple, ImageFeatures] = OrderedDict()
         self._roi: Box | None = None
+        self._key: object | None = None
+        self._images: OrderedDict[object, tuple[torch.Tensor, OrderedDict]] = OrderedDict()
         self.stats = {"encodes": 0, "decodes": 0}
 
     @classmethod
@@ -129,12 +142,29 @@ class Predictor:
         return cls(model, config)  # type: ignore[arg-type]
 
     # -- image ------------------------------------------------------------------------------
-    def set_image(self, image: object) -> None:
-        """Convert and keep the image; features are computed lazily per view and cached."""
+    def set_image(self, image: object, key: object | None = None) -> None:
+        """Convert and keep the image; features are computed lazily per view and cached.
+
+        ``key`` (hashable, e.g. ``(layer_id, slice_index)``) names the image: going back to a
+        key seen recently restores its cached features instead of recomputing them, so
+        moving between the slices of a stack costs one embedding per slice.
+        """
+        if key is not None and key == self._key and self._image is not None:
+            self._roi = None
+            return
+        if self._key is not None and self._image is not None:
+            self._images[self._key] = (self._image, self._cache)
+            self._images.move_to_end(self._key)
+            while len(self._images) > self.config.image_cache:
+                self._images.popitem(last=False)
+        self._roi = None
+        self._key = key
+        if key is not None and key in self._images:
+            self._image, self._cache = self._images.pop(key)
+            return
         rgb = to_rgb01(image)
         self._image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
-        self._cache.clear()
-        self._roi = None
+        self._cache = OrderedDict()
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -178,15 +208,19 @@ class Predictor:
     # -- clicks -----------------------------------------------------------------------------
     def choose_view(self, clicks: Clicks, prev_mask: np.ndarray | None) -> Box:
         h, w = self.image_shape
-        whole = (0, 0, h, w)
         cfg = self.config
-        if not cfg.zoom_in or prev_mask is None:
-            self._roi = None
-            return whole
-        pred = prev_mask > cfg.threshold
-        if not pred.any():
-            self._roi = None
-            return whole
+        pred = None if prev_mask is None else prev_mask > cfg.threshold
+        if not cfg.zoom_in or pred is None or not pred.any():
+            if not cfg.max_view or max(h, w) <= cfg.max_view:
+                self._roi = None
+                return (0, 0, h, w)
+            # a large image: a window around the clicks, kept while the clicks stay inside it
+            inside = self._roi is not None and all(
+                self._roi[0] <= c.y < self._roi[2] and self._roi[1] <= c.x < self._roi[3] for c in clicks)
+            if not inside:
+                self._roi = click_window(clicks, (h, w), cfg.max_view, cfg.zoom_expansion)
+            assert self._roi is not None
+            return self._roi
         roi = object_roi(pred, clicks, cfg.zoom_expansion, cfg.zoom_min_crop)
         keep = self._roi is not None and box_iou(roi, self._roi) >= cfg.zoom_recompute_iou and all(
             self._roi[0] <= c.y < self._roi[2] and self._roi[1] <= c.x < self._roi[3] for c in clicks

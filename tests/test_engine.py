@@ -154,3 +154,46 @@ def test_device_choice():
         resolve_device("tpu")
     with pytest.raises(ValueError, match="fp32 on the CPU"):
         Predictor(tiny_model(), PredictorConfig(device="cpu", precision="fp16"))
+
+
+def test_large_image_predicts_in_a_window_around_the_clicks():
+    pred = Predictor(tiny_model(), PredictorConfig(device="cpu", max_view=256))
+    image = np.zeros((1500, 2000), np.uint8)
+    pred.set_image(image)
+    clicks = Clicks().add(700, 1200)
+    prob = pred.predict(clicks)
+    y0, x0, y1, x1 = pred._roi
+    assert (y1 - y0, x1 - x0) == (256, 256) and y0 <= 700 < y1 and x0 <= 1200 < x1
+    outside = np.ones(prob.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert not prob[outside].any()  # nothing predicted far from the clicks
+    # a second click inside the window reuses its cached features
+    pred.config.zoom_in = False
+    pred.predict(clicks.add(720, 1210))
+    assert pred.stats["encodes"] == 1
+    # a click far away moves the window
+    pred.predict(clicks.add(100, 100))
+    assert pred.stats["encodes"] == 2
+
+
+def test_small_images_are_never_windowed():
+    pred = Predictor(tiny_model(), PredictorConfig(device="cpu", max_view=256, zoom_in=False))
+    pred.set_image(np.zeros((200, 250), np.uint8))
+    pred.predict(Clicks().add(10, 10))
+    assert pred._roi is None
+
+
+def test_keyed_images_keep_their_features(predictor):
+    rng = np.random.default_rng(1)
+    stack = (rng.random((3, 64, 80)) * 255).astype(np.uint8)
+    clicks = Clicks().add(30, 40)
+    first = []
+    for z in range(3):
+        predictor.set_image(stack[z], key=("stack", z))
+        first.append(predictor.predict(clicks))
+    assert predictor.stats["encodes"] == 3
+    for z in (0, 2, 1):  # back to earlier slices: no new embedding, same output
+        predictor.set_image(stack[z], key=("stack", z))
+        np.testing.assert_array_equal(predictor.predict(clicks), first[z])
+    assert predictor.stats["encodes"] == 3
+    assert not np.array_equal(first[0], first[1])

@@ -222,6 +222,9 @@ class Trainer:
                 writer.writerow(["step", "loss", "lr", "seconds"])
             bar = tqdm(total=self.cfg.iterations, initial=self.step, desc="train", dynamic_ncols=True)
             t0 = time.time()
+            if self.validation is not None and self.step == 0 and self.cfg.init_from:
+                m = self.validate()  # the starting checkpoint's score: best.pt must beat it
+                bar.write("step 0: validation " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
             try:
                 while self.step < self.cfg.iterations:
                     loss = self.train_step()
