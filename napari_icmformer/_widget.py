@@ -1,8 +1,11 @@
-"""The dock widget: click to segment, commit, clear, undo. Thin: state lives in Annotator.
+"""The dock widget: click to segment, commit, clear, undo, export. Thin: state lives in Annotator.
 
 Mouse (on the image): left-click = positive click, right-click or Shift+left-click = negative.
-Keys (bound on this plugin's layers and the image, so napari's own bindings stay intact):
-C = commit the current object, Shift+C = clear the current clicks, Ctrl+Z (widget button) = undo.
+Keys (bound only on the image being segmented and this plugin's own layers, so napari's
+bindings elsewhere stay intact): C = commit the current object, Shift+C = clear the current
+clicks, Ctrl+Z = undo the last click / clear / commit (also while the widget has focus).
+Stacks (3-D, 2-D+t): the slice under the current dims position is segmented, each slice keeps
+its own clicks and undo history, and its embedding stays cached while you move between slices.
 Predictions run on a napari thread worker; a newer click supersedes a running one.
 """
 
@@ -19,9 +22,11 @@ from napari.utils.notifications import show_error, show_info
 
 from .annotator import Annotator
 from .engine import Predictor, PredictorConfig
+from .export import save_coco
 
 POSITIVE, NEGATIVE, CURRENT, OBJECTS = "positive clicks", "negative clicks", "current object", "objects"
-HELP = "Left-click: positive · Right/Shift-click: negative · C: commit · Shift+C: clear · Undo button"
+HELP = ("Left-click: positive · Right/Shift-click: negative\n"
+        "C: commit · Shift+C: clear · Ctrl+Z: undo")
 
 
 class SegmentationWidget(Container):
@@ -35,19 +40,27 @@ class SegmentationWidget(Container):
         self.commit_btn = PushButton(text="Commit (C)")
         self.clear_btn = PushButton(text="Clear (Shift+C)")
         self.undo_btn = PushButton(text="Undo (Ctrl+Z)")
+        self.export_path = FileEdit(label="export to", mode="w", value="objects.json",
+                                    filter="*.json *.tif *.tiff *.png")
+        self.export_btn = PushButton(text="Export objects (COCO json / label image)")
         self.status = Label(value="Select an image and click on an object.")
         super().__init__(widgets=[Label(value=HELP), self.image_choice, self.checkpoint, self.device, self.zoom_in,
-                                  self.threshold, self.commit_btn, self.clear_btn, self.undo_btn, self.status])
+                                  self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
+                                  self.export_path, self.export_btn, self.status])
         self._lock = threading.Lock()
         self._predictor: Predictor | None = None
         self._predictor_key: tuple | None = None
-        self._image_id: int | None = None
-        self.annotator: Annotator | None = None
+        self._annotators: dict[tuple[int, ...], Annotator] = {}
+        self.shape: tuple[int, ...] | None = None  # the image's spatial shape (leading dims + plane)
+        self._drawn: tuple[int, ...] | None = None  # slice of 'current object' holding the live mask
         self.last_worker = None
         self.pending = 0  # predictions started and not yet finished (tests wait on this)
         self.commit_btn.changed.connect(self.commit)
         self.clear_btn.changed.connect(self.clear)
         self.undo_btn.changed.connect(self.undo)
+        self.export_btn.changed.connect(lambda *_: self.export(self.export_path.value))
+        viewer.dims.events.current_step.connect(self._on_dims)
+        self._install_widget_shortcut()
         self.image_choice.changed.connect(self._on_image_changed)
         viewer.layers.events.inserted.connect(lambda e: self.image_choice.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.image_choice.reset_choices())
@@ -59,43 +72,96 @@ class SegmentationWidget(Container):
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
-    def _layer(self, name: str, kind: str, shape: tuple[int, int]):
+    def _layer(self, name: str, kind: str, shape: tuple[int, ...]):
         if name in self.viewer.layers:
-            return self.viewer.layers[name]
+            layer = self.viewer.layers[name]
+            if kind == "points" and layer.ndim != len(shape):  # our own layer, made for another image
+                self.viewer.layers.remove(layer)
+            elif name == CURRENT and layer.data.shape != shape:
+                layer.data = np.zeros(shape, np.int32)
+                return layer
+            else:
+                return layer
         if kind == "labels":
             layer = self.viewer.add_labels(np.zeros(shape, np.int32), name=name)
         else:
             colour = "lime" if name == POSITIVE else "red"
-            layer = self.viewer.add_points(np.zeros((0, 2)), name=name, face_color=colour, size=8)
-        layer.bind_key("c", lambda _layer: self.commit(), overwrite=True)
-        layer.bind_key("Shift-c", lambda _layer: self.clear(), overwrite=True)
+            layer = self.viewer.add_points(np.zeros((0, len(shape))), name=name, face_color=colour, size=8)
+        self._bind_keys(layer, undo=name != OBJECTS)  # 'objects' keeps napari's own paint undo
         layer.mouse_drag_callbacks.append(self._mouse)
         return layer
 
+    def _bind_keys(self, layer, undo: bool = True) -> None:
+        layer.bind_key("c", lambda _layer: self.commit(), overwrite=True)
+        layer.bind_key("Shift-c", lambda _layer: self.clear(), overwrite=True)
+        if undo:
+            layer.bind_key("Control-z", lambda _layer: self.undo(), overwrite=True)
+
+    def _install_widget_shortcut(self) -> None:
+        """Ctrl+Z while focus is inside this dock widget (its scope), not viewer-wide."""
+        try:
+            from qtpy.QtCore import Qt  # noqa: PLC0415
+            from qtpy.QtGui import QKeySequence, QShortcut  # noqa: PLC0415
+        except ImportError:  # Qt5 bindings keep QShortcut in QtWidgets
+            try:
+                from qtpy.QtCore import Qt  # noqa: PLC0415
+                from qtpy.QtGui import QKeySequence  # noqa: PLC0415
+                from qtpy.QtWidgets import QShortcut  # noqa: PLC0415
+            except ImportError:
+                return
+        self._shortcut = QShortcut(QKeySequence("Ctrl+Z"), self.native)
+        self._shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self._shortcut.activated.connect(self.undo)
+
     def _on_image_changed(self, *_) -> None:
         image = self.image_choice.value
+        self.shape, self._annotators, self._drawn = None, {}, None
         if image is None:
             return
-        data = np.asarray(image.data)
-        shape = data.shape[:2] if image.rgb else data.shape
-        if len(shape) != 2:
-            self.status.value = "Only 2-D images are supported in this version (pick one slice)."
+        shape = tuple(np.shape(image.data))
+        shape = shape[:-1] if image.rgb else shape
+        if len(shape) < 2:
+            self.status.value = "This layer is not an image with two spatial dimensions."
             return
         objects = self._layer(OBJECTS, "labels", shape)
         if objects.data.shape != shape:
-            show_error(f"'{OBJECTS}' layer shape {objects.data.shape} does not match image {shape}")
+            show_error(f"'{OBJECTS}' layer shape {objects.data.shape} does not match image {shape}: "
+                       f"rename or remove it to segment this image")
             return
-        self._layer(CURRENT, "labels", shape)
+        self.shape = shape
+        self._layer(CURRENT, "labels", shape).data[...] = 0
         self._layer(POSITIVE, "points", shape)
         self._layer(NEGATIVE, "points", shape)
-        self.annotator = Annotator(shape, self.threshold.value, objects=objects.data)
         if self._mouse not in image.mouse_drag_callbacks:
             image.mouse_drag_callbacks.append(self._mouse)
-            image.bind_key("c", lambda _layer: self.commit(), overwrite=True)
-            image.bind_key("Shift-c", lambda _layer: self.clear(), overwrite=True)
+            self._bind_keys(image)
         self.viewer.layers.selection.active = image
-        self._image_id = None
         self._refresh()
+
+    # -- slices -----------------------------------------------------------------------------
+    def current_slice(self) -> tuple[int, ...]:
+        """Indices of the leading (non-plane) dims under the viewer's dims position; () for 2-D."""
+        if self.shape is None or len(self.shape) == 2:
+            return ()
+        lead = self.shape[:-2]
+        point = self.image_choice.value.world_to_data(self.viewer.dims.point)
+        return tuple(int(np.clip(round(float(point[i])), 0, n - 1)) for i, n in enumerate(lead))
+
+    @property
+    def annotator(self) -> Annotator | None:
+        """The annotator of the slice on screen (created on first use, one per slice)."""
+        if not self._layers_ready():
+            return None
+        key = self.current_slice()
+        if key not in self._annotators:
+            objects = self.viewer.layers[OBJECTS].data
+            plane = objects[key] if key else objects  # a view: commits land in the layer's array
+            self._annotators[key] = Annotator(self.shape[-2:], self.threshold.value, objects=plane)
+        return self._annotators[key]
+
+    def _on_dims(self, *_) -> None:
+        if self._layers_ready() and len(self.shape) > 2 and self.current_slice() != self._drawn:
+            self._refresh()
 
     # -- events -----------------------------------------------------------------------------
     def _mouse(self, layer, event):
@@ -119,36 +185,38 @@ class SegmentationWidget(Container):
                                   threshold=self.threshold.value)
             self._predictor = Predictor.from_checkpoint(Path(ckpt) if ckpt else None, cfg)
             self._predictor_key = key
-            self._image_id = None
         return self._predictor
 
     def click(self, y: float, x: float, positive: bool = True):
         """Add a click and start its prediction on a worker thread; returns the worker."""
-        if self.annotator is None:
-            show_info("Add or select a 2-D image first.")
+        if not self._layers_ready():
+            self._on_image_changed()  # a layer of ours was deleted: make fresh ones
+        annotator = self.annotator
+        if annotator is None:
+            show_info("Add or select an image first.")
             return None
         try:
-            job = self.annotator.add_click(y, x, positive)
+            job = annotator.add_click(y, x, positive)
         except ValueError as exc:
             show_info(str(exc))
             return None
-        self._refresh_points()
+        if self._layers_ready():
+            self._refresh_points()
         image = self.image_choice.value
-        data = np.asarray(image.data)
-        image_id = id(image)
+        key = self.current_slice()
+        data = image.data[key] if key else image.data
+        image_key = (id(image), id(image.data), key)
 
         def work():
             with self._lock:
                 t = time.perf_counter()
                 predictor = self._get_predictor()
-                if self._image_id != image_id:
-                    predictor.set_image(data)
-                    self._image_id = image_id
+                predictor.set_image(np.asarray(data), key=image_key)  # cached per slice
                 prob = Annotator.run(job, predictor.predict)
                 return prob, time.perf_counter() - t
 
         worker = create_worker(work, _start_thread=False)
-        worker.returned.connect(lambda result: self._on_prediction(job, *result))
+        worker.returned.connect(lambda result: self._on_prediction(annotator, job, *result))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.pending += 1
@@ -157,10 +225,10 @@ class SegmentationWidget(Container):
         worker.start()
         return worker
 
-    def _on_prediction(self, job, prob: np.ndarray, seconds: float) -> None:
-        if self.annotator is None or not self.annotator.apply(job, prob):
+    def _on_prediction(self, annotator: Annotator, job, prob: np.ndarray, seconds: float) -> None:
+        if not annotator.apply(job, prob):
             return  # stale: a newer click, clear, undo or commit came first
-        self.status.value = f"last prediction {seconds * 1000:.0f} ms · {len(self.annotator.clicks)} clicks"
+        self.status.value = f"last prediction {seconds * 1000:.0f} ms · {len(annotator.clicks)} clicks"
         self._refresh()
 
     def _on_finished(self) -> None:
@@ -189,18 +257,54 @@ class SegmentationWidget(Container):
             self.status.value = f"undid {kind}" if kind else "nothing to undo"
             self._refresh()
 
+    def export(self, path) -> Path | None:
+        """Write 'objects' as COCO instances json (.json) or a label image (napari's writers)."""
+        path = Path(path)
+        if OBJECTS not in self.viewer.layers:
+            show_info("Nothing to export yet.")
+            return None
+        layer = self.viewer.layers[OBJECTS]
+        try:
+            if path.suffix.lower() == ".json":
+                save_coco(path, layer.data)
+            else:
+                written = layer.save(str(path))
+                if not written:
+                    raise ValueError(f"napari has no writer for {path.suffix!r}; use .json, .tif or .png")
+        except (OSError, ValueError) as exc:
+            self.status.value = f"export failed: {exc}"
+            show_error(str(exc))
+            return None
+        self.status.value = f"exported {int(layer.data.max())} object ids to {path}"
+        return path
+
     # -- display ----------------------------------------------------------------------------
     def _refresh_points(self) -> None:
-        ann = self.annotator
-        pos = [(c.y, c.x) for c in ann.clicks.positives]
-        neg = [(c.y, c.x) for c in ann.clicks.negatives]
-        self.viewer.layers[POSITIVE].data = np.array(pos).reshape(-1, 2)
-        self.viewer.layers[NEGATIVE].data = np.array(neg).reshape(-1, 2)
+        ann, key = self.annotator, self.current_slice()
+        for name, clicks in ((POSITIVE, ann.clicks.positives), (NEGATIVE, ann.clicks.negatives)):
+            pts = [(*key, c.y, c.x) for c in clicks]
+            self.viewer.layers[name].data = np.array(pts, float).reshape(-1, len(self.shape))
+
+    def _layers_ready(self) -> bool:
+        """False while our layers or the image are gone (removed by the user, viewer closing)."""
+        layers = self.viewer.layers
+        image = self.image_choice.value
+        return (self.shape is not None and image is not None and image in layers
+                and all(name in layers for name in (POSITIVE, NEGATIVE, CURRENT, OBJECTS)))
 
     def _refresh(self) -> None:
-        if self.annotator is None:
+        if not self._layers_ready():
             return
-        self.annotator.threshold = self.threshold.value
+        ann = self.annotator
+        if ann is None:
+            return
+        ann.threshold = self.threshold.value
         self._refresh_points()
-        self.viewer.layers[CURRENT].data = self.annotator.current_mask.astype(np.int32)
+        key = self.current_slice()
+        current = self.viewer.layers[CURRENT]
+        if self._drawn is not None and self._drawn != key:
+            current.data[self._drawn] = 0
+        current.data[key] = ann.current_mask
+        self._drawn = key
+        current.refresh()
         self.viewer.layers[OBJECTS].refresh()

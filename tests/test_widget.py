@@ -75,3 +75,76 @@ def test_rgba_and_16bit_images(make_napari_viewer, tiny_checkpoint, qtbot):
         assert w.status.value.startswith("last prediction"), w.status.value
         for name in ("current object", "objects", "positive clicks", "negative clicks"):
             viewer.layers.remove(name)
+
+
+def test_ctrl_z_on_the_image_undoes_the_last_click(widget, qtbot):
+    viewer, w = widget
+    w.click(54, 44)
+    w.click(150, 200, positive=False)
+    _wait(qtbot, w)
+    from app_model.types import KeyBinding  # noqa: PLC0415
+
+    image = viewer.layers["coins"]
+    image.keymap[KeyBinding.from_str("Ctrl+Z")](image)  # what napari calls on Ctrl+Z over the image
+    assert len(w.annotator.clicks) == 1
+    assert len(viewer.layers["negative clicks"].data) == 0
+    assert len(viewer.layers["positive clicks"].data) == 1
+    objects = viewer.layers["objects"]
+    assert KeyBinding.from_str("Ctrl+Z") not in objects.keymap  # napari's paint undo stays there
+
+
+def test_stack_segments_the_slice_on_screen(make_napari_viewer, tiny_checkpoint, qtbot):
+    from napari_icmformer._widget import SegmentationWidget  # noqa: PLC0415
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    layer = viewer.add_image((rng.random((4, 60, 70)) * 255).astype(np.uint8), name="stack")
+    w = SegmentationWidget(viewer)
+    w.checkpoint.value = tiny_checkpoint
+    w.device.value = "cpu"
+    assert viewer.layers["objects"].data.shape == (4, 60, 70)
+    viewer.dims.set_current_step(0, 2)
+    assert w.current_slice() == (2,)
+    w.click(30, 30)
+    _wait(qtbot, w)
+    assert w.status.value.startswith("last prediction"), w.status.value
+    assert viewer.layers["positive clicks"].data.tolist() == [[2, 30, 30]]
+    w.annotator.prob = np.zeros((60, 70), np.float32)
+    w.annotator.prob[10:20, 10:20] = 1
+    assert w.commit() == 1
+    objects = viewer.layers["objects"].data
+    assert (objects[2, 10:20, 10:20] == 1).all() and objects.sum() == 100  # only slice 2
+    # another slice has its own clicks; coming back restores slice 2's state
+    viewer.dims.set_current_step(0, 0)
+    assert len(w.annotator.clicks) == 0 and len(viewer.layers["positive clicks"].data) == 0
+    w.click(5, 5)
+    _wait(qtbot, w)
+    viewer.dims.set_current_step(0, 2)
+    assert w.annotator.undo() == "commit" and objects.sum() == 0
+    assert layer.data.shape == (4, 60, 70)
+
+
+def test_export_coco_and_label_image(widget, tmp_path):
+    from pycocotools.coco import COCO  # noqa: PLC0415
+
+    viewer, w = widget
+    objects = viewer.layers["objects"]
+    objects.data[10:20, 10:30] = 1
+    objects.data[40:50, 60:70] = 2
+    path = w.export(tmp_path / "coins.json")
+    coco = COCO(str(path))
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), objects.data == ann["label_id"])
+    tif = w.export(tmp_path / "coins_labels.tif")
+    from skimage.io import imread  # noqa: PLC0415
+
+    np.testing.assert_array_equal(imread(tif), objects.data)
+
+
+def test_deleting_our_layers_does_not_break_clicking(widget, qtbot):
+    viewer, w = widget
+    viewer.layers.remove("current object")
+    viewer.layers.remove("positive clicks")
+    assert w.click(54, 44) is not None
+    _wait(qtbot, w)
+    assert "current object" in viewer.layers and len(viewer.layers["positive clicks"].data) == 1
