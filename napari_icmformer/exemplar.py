@@ -1,0 +1,199 @@
+"""iCMFormer++ inference: one exemplar object in, every object of its kind out.
+
+Used like :class:`~napari_icmformer.engine.Predictor`::
+
+    recaller = ExemplarPredictor.from_checkpoint("icmformer_pp.pt")
+    recaller.set_image(image)                        # recall-branch image features cached
+    recaller.set_exemplar(exemplar_mask, clicks)     # exemplar branch + EIM response cached
+    result = recaller.recall(Clicks())               # category mask, split into instances
+    result = recaller.recall(Clicks().add(40, 300), prev_mask=result.prob)  # fix with clicks
+
+The category objects are spread over the whole image, so MOIS runs on the whole image (no
+zoom-in window). Exemplar negatives that land on the current recall prediction are *pseudo*
+negatives (SPEC §2): they are dropped from the exemplar's negative channel and the exemplar
+features are recomputed once for the new split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
+
+from src_models import Clicks, coord_maps
+from src_models.clicks import clicks_to_tensor
+from src_models.icmformer_pp import ExemplarFeatures, ICMFormerPP, split_negative_clicks
+
+from .checkpoints import load_model
+from .clicking import first_eval_click
+from .engine import PredictorConfig, check_clicks, resolve_device, resolve_dtype
+from .image import to_rgb01
+from .weights import default_checkpoint
+
+
+def split_instances(mask: np.ndarray, min_size: int = 16, min_distance: int = 5) -> np.ndarray:
+    """Instance labels (int32, 0 = background) of a category mask.
+
+    Connected components first; touching objects inside one component are separated by the
+    classic watershed on the distance transform (markers = its local maxima at least
+    ``min_distance`` apart). Pieces smaller than ``min_size`` pixels are dropped.
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2:
+        raise ValueError(f"split_instances needs a 2-D mask, got shape {mask.shape}")
+    out = np.zeros(mask.shape, np.int32)
+    if not mask.any():
+        return out
+    components, n = ndimage.label(mask)
+    next_id = 1
+    for sl, comp_id in zip(ndimage.find_objects(components), range(1, n + 1), strict=True):
+        comp = components[sl] == comp_id
+        if comp.sum() < min_size:
+            continue
+        dist = ndimage.distance_transform_edt(np.pad(comp, 1))[1:-1, 1:-1]
+        peaks = peak_local_max(dist, min_distance=min_distance, labels=comp.astype(np.int32),
+                               exclude_border=False)
+        markers = np.zeros(comp.shape, np.int32)
+        for k, (y, x) in enumerate(peaks, start=1):
+            markers[y, x] = k
+        parts = watershed(-dist, markers, mask=comp) if len(peaks) > 1 else comp.astype(np.int32)
+        for part in range(1, int(parts.max()) + 1):
+            piece = parts == part
+            if piece.sum() >= min_size:
+                out[sl][piece] = next_id
+                next_id += 1
+    return out
+
+
+@dataclass
+class RecallResult:
+    prob: np.ndarray  # (H, W) float32 probability of "an object of the exemplar's category"
+    mask: np.ndarray  # (H, W) bool at the threshold
+    instances: np.ndarray  # (H, W) int32 instance labels of ``mask``
+    pseudo_negatives: Clicks  # exemplar negatives found on recalled objects (not fed as negatives)
+
+
+class ExemplarPredictor:
+    """Holds an iCMFormer++ model, the image and the exemplar; ``recall`` takes the clicks."""
+
+    def __init__(self, model: ICMFormerPP, config: PredictorConfig | None = None) -> None:
+        self.config = config or PredictorConfig()
+        self.device = resolve_device(self.config.device)
+        self.dtype = resolve_dtype(self.config.precision, self.device)
+        self.model = model.to(self.device).eval()
+        self.size = model.cfg.img_size
+        self._image: torch.Tensor | None = None  # (1, 3, S, S) network view of the image
+        self._shape: tuple[int, int] | None = None
+        self._recall_feats = None
+        self._exemplar: tuple[np.ndarray, Clicks] | None = None
+        self._exemplar_feats: dict[Clicks, ExemplarFeatures] = {}
+        self.stats = {"image_encodes": 0, "exemplar_encodes": 0, "decodes": 0}
+
+    @classmethod
+    def from_checkpoint(cls, path: Path | str | None = None,
+                        config: PredictorConfig | None = None) -> "ExemplarPredictor":
+        """Load an iCMFormer++ checkpoint (the shipped MOIS default when None)."""
+        model = load_model(path if path is not None else default_checkpoint("mois"), expect_arch="icmformer_pp")
+        return cls(model, config)  # type: ignore[arg-type]
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    # -- image and exemplar -------------------------------------------------------------------
+    def set_image(self, image: object) -> None:
+        rgb = torch.from_numpy(to_rgb01(image)).permute(2, 0, 1)[None].to(self.device)
+        self._shape = (int(rgb.shape[2]), int(rgb.shape[3]))
+        self._image = F.interpolate(rgb, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                    antialias=True)
+        self._recall_feats = None
+        self._exemplar, self._exemplar_feats = None, {}
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        if self._shape is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        return self._shape
+
+    def _to_view(self, array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.asarray(array, np.float32))[None, None].to(self.device)
+        return F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+    def _view_clicks(self, clicks: Clicks) -> Clicks:
+        h, w = self.image_shape
+        sy, sx = self.size / h, self.size / w
+        return clicks.map(sy, sx, -0.5 + 0.5 / sy, -0.5 + 0.5 / sx)
+
+    def set_exemplar(self, mask: np.ndarray, clicks: Clicks | None = None) -> None:
+        """The exemplar object (a boolean mask at image size) and the clicks that made it."""
+        h, w = self.image_shape
+        mask = np.asarray(mask)
+        if mask.shape != (h, w):
+            raise ValueError(f"exemplar mask shape {mask.shape} does not match the image {(h, w)}")
+        mask = mask.astype(bool)
+        if not mask.any():
+            raise ValueError("the exemplar mask is empty: segment and commit an object first")
+        if mask.all():
+            raise ValueError("the exemplar mask covers the whole image: it cannot be one object")
+        clicks = clicks if clicks is not None else Clicks()
+        check_clicks(clicks, (h, w))
+        if not clicks.positives:  # e.g. a hand-painted exemplar: its first click, as a user would
+            first = first_eval_click(mask)
+            clicks = clicks.add(first.y, first.x, True)
+        self._exemplar, self._exemplar_feats = (mask, clicks), {}
+
+    @torch.no_grad()
+    def _exemplar_features(self, true_negatives: Clicks) -> ExemplarFeatures:
+        assert self._exemplar is not None
+        key = true_negatives
+        if key not in self._exemplar_feats:
+            mask, clicks = self._exemplar
+            used = Clicks.from_points([(c.y, c.x) for c in clicks.positives],
+                                      [(c.y, c.x) for c in true_negatives])
+            maps = coord_maps(clicks_to_tensor(self._view_clicks(used), self.device),
+                              self._to_view(mask), (self.size, self.size), self.model.cfg.click_radius)
+            with self._autocast():
+                self._exemplar_feats[key] = self.model.encode_exemplar(self._image, maps)
+            self.stats["exemplar_encodes"] += 1
+        return self._exemplar_feats[key]
+
+    # -- recall -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def recall(self, clicks: Clicks | None = None, prev_mask: np.ndarray | None = None, *,
+               use_cache: bool = True, min_size: int = 16) -> RecallResult:
+        """Every object of the exemplar's category, given recall clicks and the previous result."""
+        if self._exemplar is None:
+            raise RuntimeError("no exemplar: call set_exemplar(mask, clicks) first")
+        h, w = self.image_shape
+        clicks = clicks if clicks is not None else Clicks()
+        check_clicks(clicks, (h, w))
+        prev = np.zeros((h, w), np.float32) if prev_mask is None else np.asarray(prev_mask, np.float32)
+        if prev.shape != (h, w):
+            raise ValueError(f"prev_mask shape {prev.shape} does not match the image {(h, w)}")
+        _, ex_clicks = self._exemplar
+        true_neg, pseudo = split_negative_clicks(Clicks(ex_clicks.negatives), prev > self.config.threshold)
+        maps = coord_maps(clicks_to_tensor(self._view_clicks(clicks), self.device), self._to_view(prev),
+                          (self.size, self.size), self.model.cfg.click_radius)
+        with self._autocast():
+            if use_cache:
+                if self._recall_feats is None:
+                    self._recall_feats = self.model.encode_recall_image(self._image)
+                    self.stats["image_encodes"] += 1
+                logits = self.model.decode(self._exemplar_features(true_neg), self._recall_feats, maps,
+                                           (self.size, self.size))
+            else:
+                mask, ex = self._exemplar
+                used = Clicks.from_points([(c.y, c.x) for c in ex.positives], [(c.y, c.x) for c in true_neg])
+                ex_maps = coord_maps(clicks_to_tensor(self._view_clicks(used), self.device), self._to_view(mask),
+                                     (self.size, self.size), self.model.cfg.click_radius)
+                logits = self.model(self._image, ex_maps, maps)
+        self.stats["decodes"] += 1
+        prob = F.interpolate(torch.sigmoid(logits.float()), size=(h, w), mode="bilinear",
+                             align_corners=False)[0, 0].cpu().numpy()
+        mask = prob > self.config.threshold
+        return RecallResult(prob, mask, split_instances(mask, min_size=min_size), pseudo)

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from napari_icmformer.checkpoints import CheckpointError, save_checkpoint
+from napari_icmformer.engine import PredictorConfig
+from napari_icmformer.exemplar import ExemplarPredictor, split_instances
+from napari_icmformer.weights import DEFAULTS
+from src_models import Clicks
+from tests.test_icmformer_pp import tiny_pp
+
+
+def test_split_instances_separates_touching_and_drops_specks():
+    mask = np.zeros((80, 120), bool)
+    mask[disk((40, 35), 18, shape=mask.shape)] = True
+    mask[disk((40, 66), 16, shape=mask.shape)] = True  # touches the first disk
+    mask[5:15, 100:112] = True  # a separate square
+    mask[70, 5] = True  # a speck
+    labels = split_instances(mask, min_size=16)
+    assert labels.max() == 3
+    assert labels[40, 35] != labels[40, 66] and labels[40, 35] and labels[40, 66]
+    assert labels[70, 5] == 0
+    assert set(np.unique(labels[mask & (labels > 0)])) == {1, 2, 3}
+    assert not labels[~mask].any()
+    assert split_instances(np.zeros((10, 10), bool)).max() == 0
+    with pytest.raises(ValueError, match="2-D"):
+        split_instances(np.zeros((2, 10, 10), bool))
+
+
+@pytest.fixture
+def recaller():
+    return ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))
+
+
+def _image():
+    rng = np.random.default_rng(0)
+    img = (rng.random((90, 110, 3)) * 60).astype(np.uint8)
+    for cy, cx in ((25, 25), (25, 80), (65, 50)):
+        img[disk((cy, cx), 10, shape=img.shape[:2])] = 220
+    return img
+
+
+def _exemplar():
+    m = np.zeros((90, 110), bool)
+    m[disk((25, 25), 10, shape=m.shape)] = True
+    return m
+
+
+def test_cached_recall_equals_uncached_and_caches_the_exemplar(recaller):
+    recaller.set_image(_image())
+    recaller.set_exemplar(_exemplar(), Clicks().add(25, 25).add(60, 100, False))
+    first = recaller.recall()
+    assert first.prob.shape == (90, 110) and first.instances.shape == (90, 110)
+    clicks = Clicks().add(65, 50)
+    a = recaller.recall(clicks, first.prob)
+    b = recaller.recall(clicks, first.prob, use_cache=False)
+    assert np.abs(a.prob - b.prob).max() <= 1e-5
+    recaller.recall(clicks.add(10, 100, False), a.prob)
+    assert recaller.stats["image_encodes"] == 1
+    assert recaller.stats["exemplar_encodes"] <= 2  # one per distinct true/pseudo split
+
+
+def test_exemplar_negative_on_a_recalled_object_is_pseudo(recaller):
+    recaller.set_image(_image())
+    recaller.set_exemplar(_exemplar(), Clicks().add(25, 25).add(25, 80, False))
+    prev = np.zeros((90, 110), np.float32)
+    prev[15:36, 70:91] = 1  # the current recall prediction covers the other coin
+    res = recaller.recall(Clicks(), prev)
+    assert [(c.y, c.x) for c in res.pseudo_negatives] == [(25.0, 80.0)]
+    res = recaller.recall(Clicks(), np.zeros((90, 110), np.float32))
+    assert len(res.pseudo_negatives) == 0
+    assert recaller.stats["exemplar_encodes"] == 2
+
+
+def test_exemplar_without_clicks_gets_its_first_click(recaller):
+    recaller.set_image(_image())
+    recaller.set_exemplar(_exemplar())
+    assert [(c.y, c.x, c.positive) for c in recaller._exemplar[1]] == [(25, 25, True)]
+
+
+def test_bad_exemplar_inputs(recaller):
+    with pytest.raises(RuntimeError, match="set_image"):
+        recaller.set_exemplar(_exemplar())
+    recaller.set_image(_image())
+    with pytest.raises(RuntimeError, match="exemplar"):
+        recaller.recall()
+    with pytest.raises(ValueError, match="empty"):
+        recaller.set_exemplar(np.zeros((90, 110), bool))
+    with pytest.raises(ValueError, match="whole image"):
+        recaller.set_exemplar(np.ones((90, 110), bool))
+    with pytest.raises(ValueError, match="does not match"):
+        recaller.set_exemplar(np.ones((10, 10), bool))
+    recaller.set_exemplar(_exemplar())
+    with pytest.raises(ValueError, match="outside"):
+        recaller.recall(Clicks().add(200, 5))
+
+
+def test_checkpoints_of_the_wrong_kind_are_refused(tmp_path, tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="expected icmformer_pp"):
+        ExemplarPredictor.from_checkpoint(tiny_checkpoint)
+    path = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+    assert isinstance(ExemplarPredictor.from_checkpoint(path, PredictorConfig(device="cpu")), ExemplarPredictor)
+    if not DEFAULTS["mois"].is_file():
+        with pytest.raises(CheckpointError, match="no trained default MOIS"):
+            ExemplarPredictor.from_checkpoint()
