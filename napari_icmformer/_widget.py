@@ -6,6 +6,10 @@ bindings elsewhere stay intact): C = commit the current object, Shift+C = clear 
 clicks, Ctrl+Z = undo the last click / clear / commit (also while the widget has focus).
 Stacks (3-D, 2-D+t): the slice under the current dims position is segmented, each slice keeps
 its own clicks and undo history, and its embedding stays cached while you move between slices.
+Find similar (iCMFormer++): the exemplar is a committed object (the last one, or the id you
+give); every other object of its kind is proposed in the 'proposals' layer. Clicks then fix the
+proposals (positive = missed object, negative = wrong one) until Accept commits them as new
+objects, or Clear (Shift+C) drops them. Undo steps back through recall clicks and accepts.
 Predictions run on a napari thread worker; a newer click supersedes a running one.
 """
 
@@ -13,20 +17,50 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
+from src_models import Clicks
+
 from .annotator import Annotator
 from .engine import Predictor, PredictorConfig
+from .exemplar import ExemplarPredictor, RecallResult
 from .export import save_coco
 
 POSITIVE, NEGATIVE, CURRENT, OBJECTS = "positive clicks", "negative clicks", "current object", "objects"
+PROPOSALS = "proposals"
 HELP = ("Left-click: positive · Right/Shift-click: negative\n"
         "C: commit · Shift+C: clear · Ctrl+Z: undo")
+
+
+def drop_committed(instances: np.ndarray, objects: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
+    """Proposals minus what is already committed: instances mostly covered by existing objects
+    (e.g. the exemplar itself) are dropped, the rest lose their overlapping pixels."""
+    out = np.where(objects > 0, 0, instances).astype(np.int32)
+    for lab in np.unique(instances):
+        if lab == 0:
+            continue
+        m = instances == lab
+        if np.count_nonzero(m & (objects > 0)) > max_overlap * np.count_nonzero(m):
+            out[m] = 0
+    return out
+
+
+@dataclass
+class RecallSession:
+    """Find-similar state for one slice: the exemplar, the recall clicks and their history."""
+
+    key: tuple[int, ...]
+    exemplar_id: int
+    clicks: Clicks = field(default_factory=Clicks)
+    result: RecallResult | None = None
+    generation: int = 0
+    history: list = field(default_factory=list)  # (clicks, result) before each recall click
 
 
 class SegmentationWidget(Container):
@@ -40,16 +74,26 @@ class SegmentationWidget(Container):
         self.commit_btn = PushButton(text="Commit (C)")
         self.clear_btn = PushButton(text="Clear (Shift+C)")
         self.undo_btn = PushButton(text="Undo (Ctrl+Z)")
+        self.mois_checkpoint = FileEdit(label="iCMFormer++ model", mode="r", value="",
+                                        filter="*.pt *.pth *.safetensors")
+        self.exemplar_id = SpinBox(label="exemplar id (0 = last)", value=0, min=0, max=2**31 - 1)
+        self.find_btn = PushButton(text="Find similar")
+        self.accept_btn = PushButton(text="Accept proposals")
         self.export_path = FileEdit(label="export to", mode="w", value="objects.json",
                                     filter="*.json *.tif *.tiff *.png")
         self.export_btn = PushButton(text="Export objects (COCO json / label image)")
         self.status = Label(value="Select an image and click on an object.")
         super().__init__(widgets=[Label(value=HELP), self.image_choice, self.checkpoint, self.device, self.zoom_in,
                                   self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
+                                  self.mois_checkpoint, self.exemplar_id, self.find_btn, self.accept_btn,
                                   self.export_path, self.export_btn, self.status])
         self._lock = threading.Lock()
         self._predictor: Predictor | None = None
         self._predictor_key: tuple | None = None
+        self._recaller: ExemplarPredictor | None = None
+        self._recaller_key: tuple | None = None
+        self._recaller_image: tuple | None = None
+        self.recall_session: RecallSession | None = None
         self._annotators: dict[tuple[int, ...], Annotator] = {}
         self.shape: tuple[int, ...] | None = None  # the image's spatial shape (leading dims + plane)
         self._drawn: tuple[int, ...] | None = None  # slice of 'current object' holding the live mask
@@ -58,6 +102,8 @@ class SegmentationWidget(Container):
         self.commit_btn.changed.connect(self.commit)
         self.clear_btn.changed.connect(self.clear)
         self.undo_btn.changed.connect(self.undo)
+        self.find_btn.changed.connect(lambda *_: self.find_similar())
+        self.accept_btn.changed.connect(lambda *_: self.accept())
         self.export_btn.changed.connect(lambda *_: self.export(self.export_path.value))
         viewer.dims.events.current_step.connect(self._on_dims)
         self._install_widget_shortcut()
@@ -116,6 +162,7 @@ class SegmentationWidget(Container):
     def _on_image_changed(self, *_) -> None:
         image = self.image_choice.value
         self.shape, self._annotators, self._drawn = None, {}, None
+        self.recall_session = None
         if image is None:
             return
         shape = tuple(np.shape(image.data))
@@ -161,6 +208,8 @@ class SegmentationWidget(Container):
 
     def _on_dims(self, *_) -> None:
         if self._layers_ready() and len(self.shape) > 2 and self.current_slice() != self._drawn:
+            if self.recall_session is not None and self.recall_session.key != self.current_slice():
+                self._end_recall("proposals dropped: the slice changed before Accept")
             self._refresh()
 
     # -- events -----------------------------------------------------------------------------
@@ -191,6 +240,8 @@ class SegmentationWidget(Container):
         """Add a click and start its prediction on a worker thread; returns the worker."""
         if not self._layers_ready():
             self._on_image_changed()  # a layer of ours was deleted: make fresh ones
+        if self.recall_session is not None:
+            return self._recall_click(y, x, positive)
         annotator = self.annotator
         if annotator is None:
             show_info("Add or select an image first.")
@@ -247,15 +298,149 @@ class SegmentationWidget(Container):
         return new_id
 
     def clear(self, *_):
+        if self.recall_session is not None:
+            self._end_recall("proposals cleared")
+            return
         if self.annotator is not None:
             self.annotator.clear()
             self._refresh()
 
     def undo(self, *_):
+        session = self.recall_session
+        if session is not None:
+            if session.history:
+                session.clicks, session.result = session.history.pop()
+                session.generation += 1
+                self.status.value = "undid recall click"
+                self._show_proposals()
+            else:
+                self._end_recall("undid find similar")
+            return
         if self.annotator is not None:
             kind = self.annotator.undo()
             self.status.value = f"undid {kind}" if kind else "nothing to undo"
             self._refresh()
+
+    # -- find similar (iCMFormer++) ---------------------------------------------------------
+    def _get_recaller(self) -> ExemplarPredictor:
+        ckpt = str(self.mois_checkpoint.value) if str(self.mois_checkpoint.value) not in ("", ".") else None
+        key = (ckpt, self.device.value)
+        if self._recaller is None or key != self._recaller_key:
+            cfg = PredictorConfig(device=self.device.value, threshold=self.threshold.value)
+            self._recaller = ExemplarPredictor.from_checkpoint(Path(ckpt) if ckpt else None, cfg)
+            self._recaller_key, self._recaller_image = key, None
+        return self._recaller
+
+    def find_similar(self, exemplar_id: int | None = None):
+        """Propose every object like the exemplar (a committed object); returns the worker."""
+        if not self._layers_ready():
+            show_info("Add or select an image first.")
+            return None
+        ann = self.annotator
+        eid = exemplar_id or self.exemplar_id.value or ann.last_committed
+        if not eid or not (ann.objects == eid).any():
+            msg = (f"no object with id {eid} in this image" if eid else
+                   "Commit an object first: it is the exemplar that Find similar looks for.")
+            self.status.value = msg
+            show_info(msg)
+            return None
+        self.recall_session = RecallSession(self.current_slice(), int(eid))
+        return self._start_recall(self.recall_session)
+
+    def _recall_click(self, y: float, x: float, positive: bool):
+        session, ann = self.recall_session, self.annotator
+        h, w = ann.shape
+        if not (0 <= y < h and 0 <= x < w):
+            show_info(f"click at (y={y:.0f}, x={x:.0f}) is outside the image ({h} x {w})")
+            return None
+        session.history.append((session.clicks, session.result))
+        session.clicks = session.clicks.add(y, x, positive)
+        session.generation += 1
+        self._refresh_points()
+        return self._start_recall(session)
+
+    def _start_recall(self, session: RecallSession):
+        ann = self.annotator
+        image = self.image_choice.value
+        key = session.key
+        data = image.data[key] if key else image.data
+        image_key = (id(image), id(image.data), key)
+        exemplar = ann.objects == session.exemplar_id
+        ex_clicks = ann.object_clicks.get(session.exemplar_id)  # None for a painted object
+        exemplar_key = (image_key, session.exemplar_id, hash(np.packbits(exemplar).tobytes()))
+        clicks, gen = session.clicks, session.generation
+        prev = None if session.result is None else session.result.prob
+
+        def work():
+            with self._lock:
+                t = time.perf_counter()
+                recaller = self._get_recaller()
+                if self._recaller_image != exemplar_key:
+                    recaller.set_image(np.asarray(data))
+                    recaller.set_exemplar(exemplar, ex_clicks)
+                    self._recaller_image = exemplar_key
+                return recaller.recall(clicks, prev), time.perf_counter() - t
+
+        worker = create_worker(work, _start_thread=False)
+        worker.returned.connect(lambda result: self._on_recall(session, gen, *result))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.pending += 1
+        self.status.value = "finding similar objects…"
+        self.last_worker = worker
+        worker.start()
+        return worker
+
+    def _on_recall(self, session: RecallSession, gen: int, result: RecallResult, seconds: float) -> None:
+        if self.recall_session is not session or session.generation != gen:
+            return  # stale
+        session.result = result
+        n = self._show_proposals()
+        self.status.value = f"{n} proposals in {seconds * 1000:.0f} ms · click to fix, then Accept"
+
+    def proposals(self) -> np.ndarray | None:
+        """The current proposals (instance labels of the slice), committed objects left out."""
+        session = self.recall_session
+        if session is None or session.result is None:
+            return None
+        return drop_committed(session.result.instances, self.annotator.objects)
+
+    def _show_proposals(self) -> int:
+        if self.shape is None:
+            return 0
+        if PROPOSALS not in self.viewer.layers:
+            layer = self.viewer.add_labels(np.zeros(self.shape, np.int32), name=PROPOSALS, opacity=0.5)
+            self._bind_keys(layer)
+            layer.mouse_drag_callbacks.append(self._mouse)
+        layer = self.viewer.layers[PROPOSALS]
+        if layer.data.shape != self.shape:
+            layer.data = np.zeros(self.shape, np.int32)
+        layer.data[...] = 0
+        proposals = self.proposals()
+        if proposals is not None:
+            layer.data[self.recall_session.key] = proposals
+        layer.refresh()
+        self._refresh_points()
+        return 0 if proposals is None else len(np.unique(proposals)) - 1
+
+    def _end_recall(self, message: str) -> None:
+        self.recall_session = None
+        if PROPOSALS in self.viewer.layers:
+            layer = self.viewer.layers[PROPOSALS]
+            layer.data[...] = 0
+            layer.refresh()
+        self.status.value = message
+        self._refresh()
+
+    def accept(self) -> list[int]:
+        """Commit the proposals as new objects (one undo step); existing objects are kept."""
+        proposals = self.proposals()
+        if proposals is None:
+            show_info("Nothing to accept: run Find similar first.")
+            return []
+        ids = self.annotator.commit_labels(proposals)
+        self._end_recall(f"accepted {len(ids)} objects" + (f" (ids {ids[0]}–{ids[-1]})" if ids else ""))
+        return ids
 
     def export(self, path) -> Path | None:
         """Write 'objects' as COCO instances json (.json) or a label image (napari's writers)."""
@@ -281,7 +466,8 @@ class SegmentationWidget(Container):
     # -- display ----------------------------------------------------------------------------
     def _refresh_points(self) -> None:
         ann, key = self.annotator, self.current_slice()
-        for name, clicks in ((POSITIVE, ann.clicks.positives), (NEGATIVE, ann.clicks.negatives)):
+        shown = self.recall_session.clicks if self.recall_session is not None else ann.clicks
+        for name, clicks in ((POSITIVE, shown.positives), (NEGATIVE, shown.negatives)):
             pts = [(*key, c.y, c.x) for c in clicks]
             self.viewer.layers[name].data = np.array(pts, float).reshape(-1, len(self.shape))
 

@@ -25,7 +25,7 @@ class PredictionJob:
 
 @dataclass
 class _Snapshot:
-    kind: str  # "click" or "commit" or "clear"
+    kind: str  # "click", "clear", "commit" or "accept" (several proposals committed at once)
     clicks: Clicks
     prob: np.ndarray | None
     objects: np.ndarray | None = None  # full copy of the labels before a commit
@@ -44,6 +44,8 @@ class Annotator:
         self.objects = np.zeros(self.shape, np.int32) if objects is None else objects
         self.generation = 0
         self._undo: list[_Snapshot] = []
+        self.object_clicks: dict[int, Clicks] = {}  # the clicks that made each committed object
+        self.last_committed = 0
 
     # -- clicks ------------------------------------------------------------------------------
     @property
@@ -97,9 +99,34 @@ class Annotator:
         self._undo.append(_Snapshot("commit", self.clicks, self.prob, self.objects.copy()))
         new_id = self.next_id()
         self.objects[mask] = new_id
+        self.object_clicks[new_id] = self.clicks
+        self.last_committed = new_id
         self.clicks, self.prob = Clicks(), None
         self.generation += 1
         return new_id
+
+    def commit_labels(self, instances: np.ndarray, overwrite: bool = False) -> list[int]:
+        """Commit several objects at once (accepted proposals) as one undo step; each instance
+        gets a new id, existing objects are kept unless ``overwrite``. Returns the new ids."""
+        instances = np.asarray(instances)
+        if instances.shape != self.shape:
+            raise ValueError(f"instances shape {instances.shape} does not match the image {self.shape}")
+        before = self.objects.copy()
+        next_id, ids = self.next_id(), []
+        for lab in np.unique(instances):
+            if lab == 0:
+                continue
+            m = instances == lab
+            if not overwrite:
+                m &= before == 0
+            if m.any():
+                self.objects[m] = next_id
+                ids.append(next_id)
+                next_id += 1
+        if ids:
+            self._undo.append(_Snapshot("accept", self.clicks, self.prob, before))
+            self.generation += 1
+        return ids
 
     def undo(self) -> str | None:
         """Undo the last click, clear or commit, restoring the exact previous arrays."""

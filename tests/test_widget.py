@@ -148,3 +148,42 @@ def test_deleting_our_layers_does_not_break_clicking(widget, qtbot):
     assert w.click(54, 44) is not None
     _wait(qtbot, w)
     assert "current object" in viewer.layers and len(viewer.layers["positive clicks"].data) == 1
+
+
+def test_find_similar_accept_and_undo(widget, qtbot, tmp_path):
+    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
+    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
+
+    viewer, w = widget
+    objects = viewer.layers["objects"]
+    assert w.find_similar() is None and "Commit an object first" in w.status.value
+    w.annotator.prob = np.zeros(objects.data.shape, np.float32)
+    w.annotator.prob[30:70, 25:65] = 1  # the exemplar coin
+    assert w.commit() == 1
+    objects.data[0:5, 0:5] = 7  # other earlier work
+    before = objects.data.copy()
+    w.mois_checkpoint.value = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+    assert w.find_similar() is not None
+    _wait(qtbot, w)
+    assert "proposals" in w.status.value, w.status.value
+    assert viewer.layers["proposals"].data.shape == objects.data.shape
+    # a recall click runs iCMFormer++ again and is shown; undo steps back
+    w.click(150, 200)
+    _wait(qtbot, w)
+    assert len(viewer.layers["positive clicks"].data) == 1 and len(w.recall_session.clicks) == 1
+    w.undo()
+    assert len(w.recall_session.clicks) == 0 and len(viewer.layers["positive clicks"].data) == 0
+    # known proposals: one new coin, one overlapping the exemplar (dropped), one on earlier work
+    inst = np.zeros(objects.data.shape, np.int32)
+    inst[100:140, 100:140] = 1
+    inst[32:68, 27:63] = 2
+    inst[0:6, 0:6] = 3
+    w.recall_session.result.instances = inst
+    props = w.proposals()
+    assert set(np.unique(props)) == {0, 1} and (props[100:140, 100:140] == 1).all()
+    ids = w.accept()
+    assert ids == [8] and w.recall_session is None
+    assert (objects.data[100:140, 100:140] == 8).all()
+    np.testing.assert_array_equal(objects.data[before > 0], before[before > 0])  # nothing overwritten
+    w.undo()
+    np.testing.assert_array_equal(objects.data, before)
