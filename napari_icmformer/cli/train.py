@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from ..training.distributed import shutdown_distributed
 from ..training.trainer import TrainConfig, Trainer
 
 
@@ -50,14 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     trainer = Trainer(cfg)
+    say = print if trainer.dist.is_main else (lambda *a, **k: None)
+    if trainer.dist.enabled:
+        say(f"distributed: {trainer.dist.world_size} processes, global batch "
+            f"{trainer.dist.world_size * cfg.batch_size}")
     if args.resume and trainer.last_path.exists():
         trainer.resume()
-        print(f"resumed from {trainer.last_path} at step {trainer.step}")
+        say(f"resumed from {trainer.last_path} at step {trainer.step}")
     try:
         path = trainer.fit()
     except KeyboardInterrupt:
         return 130
-    print(f"saved {path}")
+    finally:
+        shutdown_distributed()
+    say(f"saved {path}")
     return 0
 
 

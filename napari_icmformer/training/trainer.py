@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config
 from ..checkpoints import load_model, save_checkpoint
 from ..clicking import sample_error_click
 from .dataset import ObjectPool, collate_points, make_training_sample
+from .distributed import init_distributed
 from .validation import ValidationSet
 
 
@@ -74,15 +76,20 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
+        self.dist, self.device = init_distributed(cfg.device)
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
         random.seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.device = torch.device(cfg.device)
+        # every rank draws its own samples
+        self.rng = np.random.default_rng([cfg.seed, self.dist.rank] if self.dist.enabled else cfg.seed)
         if cfg.init_from:
             self.model = load_model(cfg.init_from).train()
         else:
             self.model = build_model(get_config(cfg.model, img_size=cfg.img_size, **cfg.model_overrides))
         self.model.to(self.device).train()
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.loss_fn = NormalizedFocalLoss(alpha=0.5, gamma=2.0)
         self.step = 0
@@ -97,7 +104,7 @@ class Trainer:
         self.pool = pool
         self.weights = pool.weights()
         self.validation: ValidationSet | None = None
-        val_name = cfg.val_dataset
+        val_name = cfg.val_dataset if self.dist.is_main else None  # rank 0 validates
         if isinstance(val_name, str) and val_name.lower() in ("", "none", "off"):
             val_name = None
         if val_name == "auto":
@@ -113,11 +120,14 @@ class Trainer:
         return self.out / "last.pt"
 
     def save(self, path: Path | None = None) -> Path:
-        """Model + optimizer + step + RNG state: everything an exact resume needs."""
+        """Model + optimizer + step + RNG state: everything an exact resume needs (rank 0 writes)."""
         path = path or self.last_path
+        if not self.dist.is_main:
+            return path
         save_checkpoint(path, self.model, extra={
             "step": self.step,
             "train_config": asdict(self.cfg),
+            "world_size": self.dist.world_size,
         })
         torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng),
                     "best_noc": self.best_noc},
@@ -133,6 +143,8 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.best_noc = float(state.get("best_noc", math.inf))
+        if self.dist.rank > 0:  # the saved RNG stream is rank 0's: give this rank its own
+            self.rng = np.random.default_rng([self.cfg.seed, self.dist.rank, self.step])
         self.rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
@@ -185,7 +197,7 @@ class Trainer:
         maps = coord_maps(points, prev, size, self.model.cfg.click_radius)
         use_amp = self.cfg.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = self.model(images, maps)
+            logits = self.net(images, maps)  # DDP wrapper when distributed: gradients averaged
         loss = self.loss_fn(logits.float(), masks)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,13 +226,15 @@ class Trainer:
         return metrics
 
     def fit(self) -> Path:
-        log_path = self.out / "log.csv"
-        new_log = not log_path.exists()
+        main = self.dist.is_main
+        log_path = self.out / "log.csv" if main else Path(os.devnull)
+        new_log = main and not log_path.exists()
         with open(log_path, "a", newline="") as fh:
             writer = csv.writer(fh)
             if new_log:
                 writer.writerow(["step", "loss", "lr", "seconds"])
-            bar = tqdm(total=self.cfg.iterations, initial=self.step, desc="train", dynamic_ncols=True)
+            bar = tqdm(total=self.cfg.iterations, initial=self.step, desc="train", dynamic_ncols=True,
+                       disable=not main)
             t0 = time.time()
             if self.validation is not None and self.step == 0 and self.cfg.init_from:
                 m = self.validate()  # the starting checkpoint's score: best.pt must beat it
