@@ -83,3 +83,31 @@ def test_eval_cli_writes_table_json_csv_png(tmp_path, tiny_checkpoint):
 def test_eval_cli_unknown_dataset_is_clear(tmp_path, capsys):
     assert eval_main(["--datasets", "Nope", "--data-root", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_mois_eval_cli_compares_with_sois_only(tmp_path, tiny_checkpoint):
+    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
+    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
+
+    root = tmp_path / "data" / "Nuclei"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(2):
+        lab = np.zeros((64, 64), np.uint16)
+        for k, (cy, cx) in enumerate(((15, 15), (20, 45), (45, 30 + i)), start=1):
+            lab[_disk((64, 64), (cy, cx), 7)] = k
+        img = np.where(lab[..., None] > 0, 200, 30).astype(np.uint8).repeat(3, -1)
+        Image.fromarray(img).save(root / "images" / f"n{i}.png")
+        Image.fromarray(lab).save(root / "labels" / f"n{i}.png")
+    pp = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+    out = tmp_path / "mois"
+    rc = eval_main(["--task", "mois", "--datasets", str(root), "--checkpoint", str(tiny_checkpoint),
+                    "--mois-checkpoint", str(pp), "--max-clicks", "3", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    data = json.loads((out / "per_target.json").read_text())
+    methods = {r["method"] for r in data["summary"]}
+    assert methods == {"sois-only", "icmformer++-pp (additional)", "icmformer++-pp (collective)"}
+    assert all(r["targets"] == 2 for r in data["summary"])  # one target (3 nuclei) per image
+    assert all(len(t["ious"]) == 4 for t in data["targets"])  # k = 0..3
+    assert "NoC@90 vs SOIS-only" in (out / "table.md").read_text()
+    assert (out / "miou_vs_clicks.png").exists()

@@ -1,6 +1,8 @@
 """``icmformer-eval``: NoC / NoF / mIoU@k tables on the benchmarks, our model beside baselines.
 
     icmformer-eval --datasets GrabCut Berkeley --data-root ../shared/data --out results/
+    icmformer-eval --task mois --datasets DSB2018 COCO_Tiny_val --data-root ../shared/data \
+        --mois-checkpoint icmformer_pp.pt --out results/mois
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ from ..metrics import summarize
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icmformer-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["GrabCut", "Berkeley"])
+    p.add_argument("--task", choices=["sois", "mois"], default="sois",
+                   help="sois: one object per click session; mois: iCMFormer++ exemplar + recall (paper §4.4.2)")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="default: GrabCut Berkeley (sois), DSB2018 COCO_Tiny_val (mois)")
     p.add_argument("--data-root", default=os.environ.get("ICMFORMER_DATA"),
                    help="folder holding the datasets (or env ICMFORMER_DATA)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="model checkpoint; repeat to compare several (default: the shipped one)")
+    p.add_argument("--mois-checkpoint", action="append", default=[],
+                   help="iCMFormer++ checkpoint (mois); repeat to compare, e.g. with a no-EIM ablation")
+    p.add_argument("--mois-mode", nargs="+", default=["additional", "collective"],
+                   choices=["additional", "collective"])
     p.add_argument("--method", nargs="+", default=["icmformer", "random-walker"],
                    choices=["icmformer", "random-walker"])
     p.add_argument("--max-clicks", type=int, default=20)
@@ -84,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.datasets is None:
+        args.datasets = ["GrabCut", "Berkeley"] if args.task == "sois" else ["DSB2018", "COCO_Tiny_val"]
     try:
         datasets = [(name, open_dataset(name, args.data_root)) for name in args.datasets]
+        if args.task == "mois":
+            from .evaluate_mois import run_mois  # noqa: PLC0415
+
+            return run_mois(args, datasets)
         methods = make_methods(args)
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"icmformer-eval: error: {exc}", file=sys.stderr)

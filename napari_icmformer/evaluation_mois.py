@@ -1,0 +1,124 @@
+"""The MOIS protocol (paper §4.4.2): exemplar + recall clicks until the category target is right.
+
+Two modes, both compared in the same run with the SOIS-only reference (the iCMFormer model
+clicking the whole category target, exemplar ignored):
+* ``additional``: a golden exemplar (GT mask + DIOS clicks) is given; only recall clicks count.
+* ``collective``: the SOIS model makes the exemplar with ≤ 5 clicks (stopping when a click gains
+  < 1 % IoU); those clicks count too.
+Curves hold the IoU of the category target after k counted clicks, k = 0..max_clicks (k = 0:
+the proposals before any click, after the exemplar's clicks in collective mode).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from src_models import Clicks
+
+from .clicking import first_eval_click, next_eval_click
+from .evaluation import evaluate_object
+from .metrics import iou
+from .mois import MoisTarget, dios_clicks
+
+
+@dataclass
+class MoisResult:
+    mode: str
+    sample: str
+    category: int
+    instances: int
+    exemplar_clicks: int  # counted in collective mode, 0 in additional mode
+    ious: list[float] = field(default_factory=list)  # after 0..max_clicks counted clicks
+    seconds: float = 0.0
+    exemplar_fallback: bool = False  # collective: the SOIS exemplar was empty/whole image, GT used
+
+
+def make_exemplar(predictor, gt: np.ndarray, ignore: np.ndarray | None, max_clicks: int = 5,
+                  min_gain: float = 0.01, threshold: float = 0.49) -> tuple[np.ndarray, Clicks]:
+    """Collective mode: the SOIS model segments the exemplar; stop after ``max_clicks`` or when a
+    click gains less than ``min_gain`` IoU (that click still counts)."""
+    predictor.reset_object()
+    clicks, prob, pred, best = Clicks(), None, np.zeros_like(gt, bool), 0.0
+    for k in range(max_clicks):
+        click = first_eval_click(gt, ignore) if k == 0 else next_eval_click(pred, gt, ignore, clicks)
+        if click is None:
+            break
+        clicks = clicks.add(click.y, click.x, click.positive)
+        prob = predictor.predict(clicks, prob)
+        pred = prob > threshold
+        score = iou(pred, gt, ignore)
+        gain, best = score - best, max(best, score)
+        if k > 0 and gain < min_gain:
+            break
+    return pred, clicks
+
+
+def recall_curve(recaller, target: np.ndarray, ignore: np.ndarray | None, budget: int,
+                 threshold: float = 0.49) -> tuple[list[float], float]:
+    """IoU of the category target before and after each of ``budget`` simulated recall clicks."""
+    t0 = time.perf_counter()
+    clicks = Clicks()
+    result = recaller.recall(clicks, None)
+    ious = [iou(result.mask, target, ignore)]
+    for _ in range(budget):
+        click = next_eval_click(result.mask, target, ignore, clicks)
+        if click is None:
+            ious.append(ious[-1])
+            continue
+        clicks = clicks.add(click.y, click.x, click.positive)
+        result = recaller.recall(clicks, result.prob)
+        ious.append(iou(result.mask, target, ignore))
+    return ious, time.perf_counter() - t0
+
+
+def evaluate_mois_target(recaller, predictor, image: np.ndarray, target: MoisTarget, mode: str,
+                         max_clicks: int = 20, seed: int = 0) -> MoisResult:
+    """One target in ``additional`` or ``collective`` mode (``recaller``: ExemplarPredictor)."""
+    gt = target.target
+    recaller.set_image(image)
+    if mode == "additional":
+        rng = np.random.default_rng(seed)
+        exemplar, ex_clicks = target.exemplar, dios_clicks(target.exemplar, rng)
+        counted, fallback = 0, False
+    elif mode == "collective":
+        predictor.set_image(image)
+        exemplar, ex_clicks = make_exemplar(predictor, target.exemplar, target.ignore)
+        counted = len(ex_clicks)
+        fallback = bool(not exemplar.any() or exemplar.all())
+        if fallback:  # no usable object after 5 clicks: counted, then the GT mask stands in
+            exemplar = target.exemplar
+    else:
+        raise ValueError(f"unknown MOIS mode {mode!r}; use additional or collective")
+    recaller.set_exemplar(exemplar, ex_clicks)
+    ious, seconds = recall_curve(recaller, gt, target.ignore, max(0, max_clicks - counted))
+    # the curve over counted clicks: the exemplar's clicks come first (no category mask yet)
+    curve = [0.0] * counted + ious
+    return MoisResult(mode, target.sample, target.category, len(target.instances), counted,
+                      curve[: max_clicks + 1], seconds, fallback)
+
+
+def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, max_clicks: int = 20) -> MoisResult:
+    """The SOIS-only reference: iCMFormer clicks the whole category target, exemplar ignored."""
+    predictor.set_image(image)
+    ious, _, seconds = evaluate_object(predictor, target.target, target.ignore, max_clicks)
+    return MoisResult("sois-only", target.sample, target.category, len(target.instances), 0,
+                      [0.0, *ious], seconds)
+
+
+def summarize_mois(results: list[MoisResult], thresholds=(0.85, 0.90), max_clicks: int = 20) -> dict[str, float]:
+    """NoC@t (clicks until the target IoU ≥ t, max_clicks when never), NoFI@t (targets — one
+    per image and category — never reaching t) and mIoU+@k."""
+    out: dict[str, float] = {"targets": len(results)}
+    for t in thresholds:
+        tag = f"{round(t * 100)}"
+        nocs = [next((k for k, v in enumerate(r.ious) if v >= t), max_clicks) for r in results]
+        out[f"NoC@{tag}"] = float(np.mean(nocs)) if nocs else float("nan")
+        out[f"NoFI@{tag}"] = int(sum(1 for r in results if max(r.ious, default=0) < t))
+    arr = np.array([r.ious + [r.ious[-1]] * (max_clicks + 1 - len(r.ious)) for r in results]) if results else \
+        np.zeros((0, max_clicks + 1))
+    for k in range(0, max_clicks + 1):
+        out[f"mIoU+@{k}"] = float(arr[:, k].mean()) if len(arr) else float("nan")
+    return out
