@@ -9,9 +9,10 @@ Used like :class:`~napari_icmformer.engine.Predictor`::
     result = recaller.recall(Clicks().add(40, 300), prev_mask=result.prob)  # fix with clicks
 
 The category objects are spread over the whole image, so MOIS runs on the whole image (no
-zoom-in window). Exemplar negatives that land on the current recall prediction are *pseudo*
-negatives (SPEC §2): they are dropped from the exemplar's negative channel and the exemplar
-features are recomputed once for the new split.
+zoom-in window). The exemplar branch sees the exemplar mask and all its clicks (computed once
+per exemplar). The recall branch sees the recall clicks plus the exemplar's *true* negatives;
+exemplar negatives that land on the current recall prediction are *pseudo* negatives (they sit
+on another object of the category, SPEC §2) and are not fed to the recall branch.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class ExemplarPredictor:
         self._shape: tuple[int, int] | None = None
         self._recall_feats = None
         self._exemplar: tuple[np.ndarray, Clicks] | None = None
-        self._exemplar_feats: dict[Clicks, ExemplarFeatures] = {}
+        self._exemplar_feats: ExemplarFeatures | None = None
+        self.last_recall_clicks = Clicks()  # what the recall branch saw last (user + true negatives)
         self.stats = {"image_encodes": 0, "exemplar_encodes": 0, "decodes": 0}
 
     @classmethod
@@ -112,7 +114,7 @@ class ExemplarPredictor:
         self._image = F.interpolate(rgb, size=(self.size, self.size), mode="bilinear", align_corners=False,
                                     antialias=True)
         self._recall_feats = None
-        self._exemplar, self._exemplar_feats = None, {}
+        self._exemplar, self._exemplar_feats = None, None
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -145,22 +147,21 @@ class ExemplarPredictor:
         if not clicks.positives:  # e.g. a hand-painted exemplar: its first click, as a user would
             first = first_eval_click(mask)
             clicks = clicks.add(first.y, first.x, True)
-        self._exemplar, self._exemplar_feats = (mask, clicks), {}
+        self._exemplar, self._exemplar_feats = (mask, clicks), None
 
     @torch.no_grad()
-    def _exemplar_features(self, true_negatives: Clicks) -> ExemplarFeatures:
+    def _exemplar_features(self) -> ExemplarFeatures:
         assert self._exemplar is not None
-        key = true_negatives
-        if key not in self._exemplar_feats:
-            mask, clicks = self._exemplar
-            used = Clicks.from_points([(c.y, c.x) for c in clicks.positives],
-                                      [(c.y, c.x) for c in true_negatives])
-            maps = coord_maps(clicks_to_tensor(self._view_clicks(used), self.device),
-                              self._to_view(mask), (self.size, self.size), self.model.cfg.click_radius)
+        if self._exemplar_feats is None:
             with self._autocast():
-                self._exemplar_feats[key] = self.model.encode_exemplar(self._image, maps)
+                self._exemplar_feats = self.model.encode_exemplar(self._image, self._exemplar_maps())
             self.stats["exemplar_encodes"] += 1
-        return self._exemplar_feats[key]
+        return self._exemplar_feats
+
+    def _exemplar_maps(self) -> torch.Tensor:
+        mask, clicks = self._exemplar
+        return coord_maps(clicks_to_tensor(self._view_clicks(clicks), self.device), self._to_view(mask),
+                          (self.size, self.size), self.model.cfg.click_radius)
 
     # -- recall -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -177,21 +178,20 @@ class ExemplarPredictor:
             raise ValueError(f"prev_mask shape {prev.shape} does not match the image {(h, w)}")
         _, ex_clicks = self._exemplar
         true_neg, pseudo = split_negative_clicks(Clicks(ex_clicks.negatives), prev > self.config.threshold)
-        maps = coord_maps(clicks_to_tensor(self._view_clicks(clicks), self.device), self._to_view(prev),
+        fed = Clicks.from_points([(c.y, c.x) for c in clicks.positives],
+                                 [(c.y, c.x) for c in [*clicks.negatives, *true_neg]])
+        self.last_recall_clicks = fed
+        maps = coord_maps(clicks_to_tensor(self._view_clicks(fed), self.device), self._to_view(prev),
                           (self.size, self.size), self.model.cfg.click_radius)
         with self._autocast():
             if use_cache:
                 if self._recall_feats is None:
                     self._recall_feats = self.model.encode_recall_image(self._image)
                     self.stats["image_encodes"] += 1
-                logits = self.model.decode(self._exemplar_features(true_neg), self._recall_feats, maps,
+                logits = self.model.decode(self._exemplar_features(), self._recall_feats, maps,
                                            (self.size, self.size))
             else:
-                mask, ex = self._exemplar
-                used = Clicks.from_points([(c.y, c.x) for c in ex.positives], [(c.y, c.x) for c in true_neg])
-                ex_maps = coord_maps(clicks_to_tensor(self._view_clicks(used), self.device), self._to_view(mask),
-                                     (self.size, self.size), self.model.cfg.click_radius)
-                logits = self.model(self._image, ex_maps, maps)
+                logits = self.model(self._image, self._exemplar_maps(), maps)
         self.stats["decodes"] += 1
         prob = F.interpolate(torch.sigmoid(logits.float()), size=(h, w), mode="bilinear",
                              align_corners=False)[0, 0].cpu().numpy()

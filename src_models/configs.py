@@ -36,6 +36,7 @@ class ModelConfig:
     eim_backbone: str = "resnet18"
     eim_dim: int = 256
     eim_scales: tuple[float, ...] = (0.8, 1.0, 1.2)
+    use_eim: bool = True  # False: the paper's Table 5 ablation without the Exemplar-Informed Module
     eq3_dropout: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -186,12 +186,12 @@ class ExemplarFeatures:
 
 
 class ICMFormerPP(nn.Module):
-    def __init__(self, cfg: ModelConfig, use_eim: bool = True) -> None:
+    def __init__(self, cfg: ModelConfig, use_eim: bool | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.exemplar_branch = Branch(cfg)
         self.recall_branch = Branch(cfg)
-        self.eim = ExemplarInformedModule(cfg) if use_eim else None
+        self.eim = ExemplarInformedModule(cfg) if (cfg.use_eim if use_eim is None else use_eim) else None
         self.eq3 = Eq3Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.eq3_dropout, cfg.norm_eps)
         self.fusion = ChannelFusion(cfg.embed_dim)
         self.neck = SimpleFPN(cfg.embed_dim, cfg.neck_dims)
