@@ -212,3 +212,77 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
     assert ranks[0][2] != ranks[1][2]  # ...trained on different samples
     ckpt = load_model(out / "last.pt")
     assert ckpt.checkpoint_extra["step"] == 2 and ckpt.checkpoint_extra["world_size"] == 2
+
+
+def _instance_pool(n: int = 4) -> ObjectPool:
+    rng = np.random.default_rng(1)
+    pool = ObjectPool(max_side=96, min_area=4)
+    for i in range(n):
+        img = (rng.random((96, 96, 3)) * 50).astype(np.uint8)
+        masks = []
+        for y, x in ((10, 10), (10, 60), (60, 30), (55, 70)):
+            m = np.zeros((96, 96), bool)
+            m[y:y + 14, x:x + 14] = True
+            img[m] = 210
+            masks.append(m)
+        pool.add_sample(Sample(f"m{i}", img, masks, [3, 3, 3, 5]), "synthetic")  # category 5 has one: no group
+    return pool
+
+
+def test_mois_groups_and_samples_follow_alg1():
+    from napari_icmformer.training.mois_dataset import make_mois_sample, mois_groups  # noqa: PLC0415
+
+    pool = _instance_pool(2)
+    groups = mois_groups(pool)
+    assert [len(g) for g in groups] == [3, 3]  # the lone category-5 object makes no group
+    rng = np.random.default_rng(0)
+    samples = [s for s in (make_mois_sample(pool, groups[0], 64, rng) for _ in range(20)) if s is not None]
+    assert samples
+    for _img, exemplar, target, ex_points, true_neg in samples:
+        ex, tg = exemplar[0].numpy() > 0.5, target[0].numpy() > 0.5
+        assert ex.any() and (ex <= tg).all() and tg.sum() > ex.sum()  # exemplar ⊂ target, others too
+        for y, x, label in ex_points:
+            assert ex[int(y), int(x)] == (label == 1)
+        for y, x, _ in true_neg:
+            assert not tg[int(y), int(x)]  # pseudo negatives (on other instances) never reach recall
+
+
+def test_mois_training_runs_loads_and_resumes(tmp_path, tiny_checkpoint):
+    from napari_icmformer.training.mois_trainer import MoisTrainer  # noqa: PLC0415
+
+    cfg = _tiny_cfg(tmp_path, 2)
+    cfg.init_from = str(tiny_checkpoint)  # both branches start from an iCMFormer
+    trainer = MoisTrainer(cfg, _instance_pool())
+    sois = load_model(tiny_checkpoint).state_dict()
+    own = trainer.model.state_dict()
+    key = "backbone.blocks.0.attn.qkv.weight"
+    assert torch.equal(own[f"recall_branch.{key}"], sois[key])
+    path = trainer.fit()
+    model = load_model(path)
+    assert model.cfg.arch == "icmformer_pp" and model.checkpoint_extra["step"] == 2
+    resumed = MoisTrainer(_tiny_cfg(tmp_path, 3), _instance_pool())
+    resumed.resume()
+    assert resumed.step == 2
+    resumed.fit()
+    assert load_model(path).checkpoint_extra["step"] == 3
+
+
+def test_train_cli_task_mois(tmp_path, tiny_checkpoint):
+    from PIL import Image  # noqa: PLC0415
+
+    from napari_icmformer.cli.train import main as train_main  # noqa: PLC0415
+
+    root = tmp_path / "nuclei"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(2):
+        lab = np.zeros((64, 64), np.uint16)
+        lab[5:20, 5:20], lab[30:45, 10:25], lab[20:35, 40:55] = 1, 2, 3
+        Image.fromarray(np.where(lab[..., None] > 0, 200, 20).astype(np.uint8).repeat(3, -1)).save(
+            root / "images" / f"n{i}.png")
+        Image.fromarray(lab).save(root / "labels" / f"n{i}.png")
+    out = tmp_path / "mois"
+    args = ["--task", "mois", "--datasets", str(root), "--init-from", str(tiny_checkpoint), "--iterations", "1",
+            "--batch-size", "2", "--warmup", "1", "--out-dir", str(out)]
+    assert train_main(args) == 0
+    assert load_model(out / "last.pt").cfg.arch == "icmformer_pp"

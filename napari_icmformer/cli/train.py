@@ -17,6 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icmformer-train", description=__doc__)
     p.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument("--task", choices=["sois", "mois"], default="sois",
+                   help="sois: iCMFormer on single objects; mois: iCMFormer++ on exemplar + category targets "
+                        "(datasets default to the instance-annotated ones; --init-from an iCMFormer checkpoint "
+                        "initialises both branches)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "model_overrides":
@@ -50,7 +54,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    trainer = Trainer(cfg)
+    if args.task == "mois":
+        from ..training.mois_trainer import MOIS_DATASETS, MoisTrainer  # noqa: PLC0415
+
+        if cfg.datasets == TrainConfig().datasets:  # not chosen: the instance-annotated sets
+            cfg.datasets = list(MOIS_DATASETS)
+        if cfg.val_dataset == "auto":
+            cfg.val_dataset = None  # NoC validation is SOIS-only for now
+        trainer: Trainer = MoisTrainer(cfg)
+    else:
+        trainer = Trainer(cfg)
     say = print if trainer.dist.is_main else (lambda *a, **k: None)
     if trainer.dist.enabled:
         say(f"distributed: {trainer.dist.world_size} processes, global batch "

@@ -30,6 +30,7 @@ class ObjectPool:
         self.images: list[np.ndarray] = []
         self.objects: list[PooledObject] = []
         self.source_of: list[str] = []
+        self.category_of: list[int] = []  # per object, for MOIS groups (instance labels: 1)
 
     def add_sample(self, sample: Sample, source: str) -> None:
         image = sample.image
@@ -45,24 +46,27 @@ class ObjectPool:
                 labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.NEAREST))
             for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
                 if sl is not None:
-                    self._add_object(index, (sl[0].start, sl[1].start), labels[sl] == lab, source)
+                    self._add_object(index, (sl[0].start, sl[1].start), labels[sl] == lab, source, 1)
             return
-        for mask in sample.masks:
+        cats = list(sample.categories) if len(sample.categories) == len(sample.masks) else [1] * len(sample.masks)
+        for mask, cat in zip(sample.masks, cats, strict=True):
             m = mask
             if scale < 1.0:
                 m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
             ys, xs = np.nonzero(m)
             if len(ys):
                 y0, x0 = ys.min(), xs.min()
-                self._add_object(index, (y0, x0), m[y0:ys.max() + 1, x0:xs.max() + 1], source)
+                self._add_object(index, (y0, x0), m[y0:ys.max() + 1, x0:xs.max() + 1], source, int(cat))
 
-    def _add_object(self, index: int, origin: tuple[int, int], crop: np.ndarray, source: str) -> None:
+    def _add_object(self, index: int, origin: tuple[int, int], crop: np.ndarray, source: str,
+                    category: int = 1) -> None:
         if crop.sum() < self.min_area:
             return
         y0, x0 = int(origin[0]), int(origin[1])
         box = (y0, x0, y0 + crop.shape[0], x0 + crop.shape[1])
         self.objects.append(PooledObject(index, box, crop.copy()))
         self.source_of.append(source)
+        self.category_of.append(category)
 
     def add_dataset(self, name: str, data_root: str | None, limit: int | None = None) -> None:
         ds = open_dataset(name, data_root)

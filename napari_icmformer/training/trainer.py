@@ -81,10 +81,7 @@ class Trainer:
         random.seed(cfg.seed)
         # every rank draws its own samples
         self.rng = np.random.default_rng([cfg.seed, self.dist.rank] if self.dist.enabled else cfg.seed)
-        if cfg.init_from:
-            self.model = load_model(cfg.init_from).train()
-        else:
-            self.model = build_model(get_config(cfg.model, img_size=cfg.img_size, **cfg.model_overrides))
+        self.model = self.make_model()
         self.model.to(self.device).train()
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
@@ -96,23 +93,35 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         if pool is None:
-            pool = ObjectPool(max_side=cfg.max_side)
+            pool = ObjectPool(max_side=cfg.max_side, min_area=self.min_object_area)
             for name in cfg.datasets:
                 pool.add_dataset(name, cfg.data_root, cfg.limit_per_dataset)
         if not pool.objects:
             raise ValueError("the training pool has no objects")
         self.pool = pool
-        self.weights = pool.weights()
+        self.setup_sampling()
         self.validation: ValidationSet | None = None
         val_name = cfg.val_dataset if self.dist.is_main else None  # rank 0 validates
         if isinstance(val_name, str) and val_name.lower() in ("", "none", "off"):
             val_name = None
         if val_name == "auto":
             val_name = "COCO_Tiny_val" if cfg.data_root else None
-        if val_name and cfg.val_every > 0:
+        if val_name and cfg.val_every > 0 and self.supports_validation:
             self.validation = ValidationSet.from_dataset(
                 val_name, cfg.data_root, cfg.val_objects, cfg.max_side, cfg.val_min_area)
         self.best_noc: float = math.inf
+
+    min_object_area = 40  # pooled objects smaller than this (pixels) are not trained on
+    supports_validation = True  # held-out SOIS NoC (best.pt)
+
+    def make_model(self) -> torch.nn.Module:
+        cfg = self.cfg
+        if cfg.init_from:
+            return load_model(cfg.init_from).train()
+        return build_model(get_config(cfg.model, img_size=cfg.img_size, **cfg.model_overrides))
+
+    def setup_sampling(self) -> None:
+        self.weights = self.pool.weights()
 
     # -- checkpoints ------------------------------------------------------------------------
     @property
@@ -188,16 +197,24 @@ class Trainer:
         self.model.train(was_training)
         return points, prev
 
-    def train_step(self) -> float:
-        for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step, self.cfg)
+    def forward_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and targets of one batch (clicks simulated, previous mask fed back)."""
         images, masks, points = self.next_batch()
         points, prev = self.add_iterative_clicks(images, masks, points)
         size = (images.shape[2], images.shape[3])
         maps = coord_maps(points, prev, size, self.model.cfg.click_radius)
-        use_amp = self.cfg.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with self.autocast():
             logits = self.net(images, maps)  # DDP wrapper when distributed: gradients averaged
+        return logits, masks
+
+    def autocast(self):
+        use_amp = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp)
+
+    def train_step(self) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, self.cfg)
+        logits, masks = self.forward_batch()
         loss = self.loss_fn(logits.float(), masks)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

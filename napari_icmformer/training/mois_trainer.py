@@ -1,0 +1,94 @@
+"""``icmformer-train --task mois``: iCMFormer++ on Alg. 1 samples from instance-annotated data.
+
+The same loop as the SOIS trainer (checkpoints, exact resume, DDP, Ctrl-C); what changes is the
+model (iCMFormer++, both branches initialised from an iCMFormer checkpoint when ``init_from``
+is one), the samples (exemplar + category target, see ``mois_dataset``) and the clicks: the
+exemplar branch gets the exemplar mask and its DIOS clicks, the recall branch starts from the
+exemplar's true negatives and gets 0–N iterative clicks from its own errors.
+Held-out validation by NoC is SOIS-only for now (``best.pt`` is not written for MOIS).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from src_models import build_model, coord_maps, get_config
+from src_models.icmformer_pp import init_from_icmformer
+
+from ..checkpoints import load_model
+from ..clicking import sample_error_click
+from .dataset import collate_points
+from .mois_dataset import group_weights, make_mois_sample, mois_groups
+from .trainer import Trainer
+
+MOIS_DATASETS = ["DSB2018", "MoNuSeg", "EPFL_EM", "PennFudanPed", "COCO_Tiny_train"]
+
+
+class MoisTrainer(Trainer):
+    min_object_area = 4  # small instances still belong to the category target
+    supports_validation = False
+
+    def make_model(self) -> torch.nn.Module:
+        cfg = self.cfg
+        name = cfg.model if cfg.model.startswith("icmformer_pp_") else f"icmformer_pp_{cfg.model}"
+        if cfg.init_from:
+            source = load_model(cfg.init_from)
+            if source.cfg.arch == "icmformer_pp":
+                return source.train()
+            model = build_model(source.cfg.replace(arch="icmformer_pp", **cfg.model_overrides))
+            init_from_icmformer(model, source.state_dict())
+            return model.train()
+        return build_model(get_config(name, img_size=cfg.img_size, **cfg.model_overrides)).train()
+
+    def setup_sampling(self) -> None:
+        self.groups = mois_groups(self.pool)
+        if not self.groups:
+            raise ValueError("no image has two or more instances of one category: nothing to train MOIS on")
+        self.weights = group_weights(self.pool, self.groups)
+
+    def next_batch(self):
+        images, exemplars, targets, ex_points, neg_points = [], [], [], [], []
+        while len(images) < self.cfg.batch_size:
+            g = self.groups[int(self.rng.choice(len(self.groups), p=self.weights))]
+            sample = make_mois_sample(self.pool, g, self.cfg.img_size, self.rng)
+            if sample is None:
+                continue
+            for bucket, item in zip((images, exemplars, targets, ex_points, neg_points), sample, strict=True):
+                bucket.append(item)
+        to = self.device
+        # recall points: the exemplar's true negatives + room for the iterative clicks
+        recall = collate_points(neg_points, extra=self.cfg.max_iter_clicks)
+        return (torch.stack(images).to(to), torch.stack(exemplars).to(to), torch.stack(targets).to(to),
+                collate_points(ex_points, extra=0).to(to), recall.to(to))
+
+    def forward_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, exemplars, targets, ex_points, recall_points = self.next_batch()
+        size = (images.shape[2], images.shape[3])
+        radius = self.model.cfg.click_radius
+        ex_maps = coord_maps(ex_points, exemplars, size, radius)
+        recall_points, prev = self.add_recall_clicks(images, ex_maps, targets, recall_points)
+        with self.autocast():
+            logits = self.net(images, ex_maps, coord_maps(recall_points, prev, size, radius))
+        return logits, targets
+
+    def add_recall_clicks(self, images, ex_maps, targets, points):
+        """0–N recall clicks from the model's own errors on the category target."""
+        size = (images.shape[2], images.shape[3])
+        prev = torch.zeros_like(targets)
+        n_iter = int(self.rng.integers(0, self.cfg.max_iter_clicks + 1))
+        if n_iter == 0:
+            return points, prev
+        self.model.eval()
+        with torch.no_grad():
+            for _ in range(n_iter):
+                logits = self.model(images, ex_maps, coord_maps(points, prev, size, self.model.cfg.click_radius))
+                prev = torch.sigmoid(logits)
+                pred = (prev > 0.49).cpu().numpy()[:, 0]
+                gt = (targets > 0.5).cpu().numpy()[:, 0]
+                for b in range(images.shape[0]):
+                    click = sample_error_click(pred[b], gt[b], self.rng)
+                    free = (points[b, :, 2] == -1).nonzero()
+                    if click is not None and len(free):
+                        points[b, int(free[0])] = torch.tensor(click)
+        self.model.train()
+        return points, prev
