@@ -3,6 +3,7 @@ COCO instances json (pycocotools). Every reader yields :class:`Sample` objects."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,8 +206,33 @@ DATASET_LAYOUTS: dict[str, Callable[[Path], object]] = {
 }
 
 
+class DatasetSlice:
+    """``name[start:stop]``: a contiguous part of a dataset (e.g. a held-out split)."""
+
+    def __init__(self, dataset, start: int | None, stop: int | None, name: str) -> None:
+        self.dataset, self.indices, self.name = dataset, range(len(dataset))[slice(start, stop)], name
+        if not len(self.indices):
+            raise DatasetError(f"{name} selects no images (the dataset has {len(dataset)})")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.dataset[self.indices[i]]
+
+
+_SLICE = re.compile(r"^(?P<name>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
 def open_dataset(name_or_path: str, data_root: Path | str | None = None):
-    """A named dataset under ``data_root`` or a path to a folder in a known layout."""
+    """A named dataset under ``data_root`` or a path to a folder in a known layout; a
+    ``[start:stop]`` suffix selects a part (``MoNuSeg[56:]`` = its train tiles)."""
+    match = _SLICE.match(name_or_path)
+    if match:
+        base = open_dataset(match["name"], data_root)
+        start = int(match["start"]) if match["start"] else None
+        stop = int(match["stop"]) if match["stop"] else None
+        return DatasetSlice(base, start, stop, name_or_path)
     if name_or_path in DATASET_LAYOUTS:
         if data_root is None:
             raise DatasetError(f"dataset {name_or_path!r} needs --data-root")
