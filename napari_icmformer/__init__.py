@@ -2,6 +2,8 @@
 
 from .checkpoints import CheckpointError, load_model, save_checkpoint
 from .engine import Predictor, PredictorConfig
+from .exemplar import ExemplarPredictor, RecallResult, split_instances
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "Predictor", "PredictorConfig", "load_model", "save_checkpoint"]
+__all__ = ["CheckpointError", "ExemplarPredictor", "Predictor", "PredictorConfig", "RecallResult", "load_model",
+           "save_checkpoint", "split_instances"]

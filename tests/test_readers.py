@@ -81,3 +81,23 @@ def test_slices_select_a_split(tmp_path):
     assert len(open_dataset(root + "[:-1]")) == 4
     with pytest.raises(DatasetError, match="selects no images"):
         open_dataset(root + "[9:]")
+
+
+def test_coco_json_path_finds_its_images(tmp_path):
+    import json  # noqa: PLC0415
+
+    from pycocotools import mask as mask_utils  # noqa: PLC0415
+
+    m = np.zeros((20, 30), np.uint8)
+    m[2:9, 3:12] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    _save(tmp_path / "coco" / "val2017" / "000001.jpg", _rgb())
+    ann = {"images": [{"id": 1, "file_name": "000001.jpg", "height": 20, "width": 30}],
+           "categories": [{"id": 4, "name": "cell"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 4, "iscrowd": 0, "area": 63.0, "bbox": [3, 2, 9, 7],
+                            "segmentation": {"size": [20, 30], "counts": rle["counts"].decode()}}]}
+    path = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(ann))
+    s = open_dataset(str(path))[0]
+    assert s.categories == [4] and s.masks[0].sum() == 63

@@ -187,6 +187,16 @@ class CocoInstances:
         return Sample(Path(info["file_name"]).stem, image, masks, cats, ignore if ignore.any() else None)
 
 
+def coco_image_dir(annotation_file: Path) -> Path:
+    """Where a COCO json's images are: ``root/<split>/`` for ``root/annotations/instances_<split>.json``
+    (the COCO layout), else ``images/`` beside the json, else the json's own folder."""
+    ann = Path(annotation_file)
+    split = ann.stem.removeprefix("instances_")
+    if ann.parent.name == "annotations" and (ann.parent.parent / split).is_dir():
+        return ann.parent.parent / split
+    return ann.parent / "images" if (ann.parent / "images").is_dir() else ann.parent
+
+
 def _coco_split(root: Path, split: str) -> CocoInstances:
     return CocoInstances(root / "annotations" / f"instances_{split}.json", root / split, f"{root.name}_{split}")
 
@@ -238,12 +248,14 @@ def open_dataset(name_or_path: str, data_root: Path | str | None = None):
             raise DatasetError(f"dataset {name_or_path!r} needs --data-root")
         return DATASET_LAYOUTS[name_or_path](Path(data_root))
     root = Path(name_or_path)
+    if root.suffix.lower() == ".json":
+        return CocoInstances(root, coco_image_dir(root), root.stem)
     layouts = [("img", "gt", binary_nonzero), ("images", "masks", binary_nonzero),
                ("images", "labels", instance_labels), ("data_GT", "boundary_GT", grabcut_mask)]
     for imgs, masks, rule in layouts:
         if (root / imgs).is_dir() and (root / masks).is_dir():
             return FolderDataset(root / imgs, root / masks, rule, root.name)
     raise DatasetError(
-        f"unknown dataset {name_or_path!r}: not one of {sorted(DATASET_LAYOUTS)} and {root} has none of "
-        "the layouts img/+gt/, images/+masks/, images/+labels/, data_GT/+boundary_GT/"
+        f"unknown dataset {name_or_path!r}: not one of {sorted(DATASET_LAYOUTS)}, not a COCO .json and "
+        f"{root} has none of the layouts img/+gt/, images/+masks/, images/+labels/, data_GT/+boundary_GT/"
     )
