@@ -36,6 +36,9 @@ class ModelConfig:
     eim_backbone: str = "resnet18"
     eim_dim: int = 256
     eim_scales: tuple[float, ...] = (0.8, 1.0, 1.2)
+    # which ResNet stage feeds the EIM: 4 (stride 32, the whole ResNet-18: SPEC §2's count) or 3
+    # (stride 16, 2.8 M instead of 11.2 M parameters: keeps a shipped ViT-Tiny model under 40 MB)
+    eim_out_index: int = 4
     use_eim: bool = True  # False: the paper's Table 5 ablation without the Exemplar-Informed Module
     eq3_dropout: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +75,7 @@ _SIZES: dict[str, dict[str, Any]] = {
     "vit_base": dict(embed_dim=768, num_heads=12, neck_dims=(128, 256, 512, 1024), head_channels=256),
     # Same structure, narrower: what runs interactively on a laptop CPU.
     "vit_small": dict(embed_dim=384, num_heads=6, neck_dims=(64, 128, 256, 512), head_channels=128),
-    "vit_tiny": dict(embed_dim=192, num_heads=3, neck_dims=(32, 64, 128, 256), head_channels=64),
+    "vit_tiny": dict(embed_dim=192, num_heads=3, neck_dims=(32, 64, 128, 256), head_channels=64, eim_out_index=3),
 }
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {}

@@ -76,7 +76,8 @@ class ExemplarInformedModule(nn.Module):
         super().__init__()
         self.scales = tuple(cfg.eim_scales)
         self.crop_size = crop_size
-        self.trunk = timm.create_model(cfg.eim_backbone, pretrained=False, features_only=True, out_indices=(4,))
+        self.trunk = timm.create_model(cfg.eim_backbone, pretrained=False, features_only=True,
+                                       out_indices=(cfg.eim_out_index,))
         ch = self.trunk.feature_info.channels()[-1]
         self.stride = self.trunk.feature_info.reduction()[-1]
         self.proj_image = nn.Conv2d(ch, cfg.embed_dim, 1)

@@ -35,7 +35,10 @@ class MoisTrainer(Trainer):
             source = load_model(cfg.init_from)
             if source.cfg.arch == "icmformer_pp":
                 return source.train()
-            model = build_model(source.cfg.replace(arch="icmformer_pp", **cfg.model_overrides))
+            # the front end follows the iCMFormer checkpoint; MOIS-only fields follow --model
+            own = get_config(name)
+            model = build_model(source.cfg.replace(arch="icmformer_pp", eim_out_index=own.eim_out_index,
+                                                   use_eim=own.use_eim, **cfg.model_overrides))
             init_from_icmformer(model, source.state_dict())
             return model.train()
         return build_model(get_config(name, img_size=cfg.img_size, **cfg.model_overrides)).train()
