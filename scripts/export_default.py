@@ -19,7 +19,7 @@ def main(src: str, dst: str) -> None:
         "step": extra.get("step"),
         "train_config": train_cfg,
         "data": train_cfg.get("datasets"),
-        "note": "trained from scratch on CPU by napari-icmformer; see README model card",
+        "note": "trained on CPU by napari-icmformer (see the README model card for data and recipe)",
     }
     path = save_checkpoint(dst, model, half=True, extra=card)
     print(f"wrote {path} ({Path(path).stat().st_size / 2**20:.1f} MiB), step {card['step']}")

@@ -91,6 +91,8 @@ def test_ctrl_z_on_the_image_undoes_the_last_click(widget, qtbot):
     assert len(viewer.layers["positive clicks"].data) == 1
     objects = viewer.layers["objects"]
     assert KeyBinding.from_str("Ctrl+Z") not in objects.keymap  # napari's paint undo stays there
+    w._shortcut.activated.emit()  # Ctrl+Z while the widget has focus
+    assert len(w.annotator.clicks) == 0
 
 
 def test_stack_segments_the_slice_on_screen(make_napari_viewer, tiny_checkpoint, qtbot):
