@@ -189,3 +189,16 @@ def test_find_similar_accept_and_undo(widget, qtbot, tmp_path):
     np.testing.assert_array_equal(objects.data[before > 0], before[before > 0])  # nothing overwritten
     w.undo()
     np.testing.assert_array_equal(objects.data, before)
+
+
+@pytest.mark.skipif(not DEFAULTS["mois"].is_file(), reason="needs the shipped iCMFormer++ default")
+def test_find_similar_runs_on_the_shipped_default(widget, qtbot):
+    viewer, w = widget
+    w.annotator.prob = np.zeros(viewer.layers["objects"].data.shape, np.float32)
+    w.annotator.prob[30:75, 22:66] = 1  # the left-most coin of the top row
+    assert w.commit() == 1
+    assert w.find_similar() is not None
+    _wait(qtbot, w)
+    assert "proposals in" in w.status.value, w.status.value
+    props = viewer.layers["proposals"].data
+    assert not (props[viewer.layers["objects"].data > 0]).any()  # never on committed objects

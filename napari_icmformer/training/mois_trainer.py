@@ -37,8 +37,8 @@ class MoisTrainer(Trainer):
                 return source.train()
             # the front end follows the iCMFormer checkpoint; MOIS-only fields follow --model
             own = get_config(name)
-            model = build_model(source.cfg.replace(arch="icmformer_pp", eim_out_index=own.eim_out_index,
-                                                   use_eim=own.use_eim, **cfg.model_overrides))
+            fields = {"eim_out_index": own.eim_out_index, "use_eim": own.use_eim, **cfg.model_overrides}
+            model = build_model(source.cfg.replace(arch="icmformer_pp", **fields))
             init_from_icmformer(model, source.state_dict())
             return model.train()
         return build_model(get_config(name, img_size=cfg.img_size, **cfg.model_overrides)).train()
