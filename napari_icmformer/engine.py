@@ -85,15 +85,10 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / area if area else 0.0
 
 
-def object_roi(mask: np.ndarray, clicks: Clicks, expansion: float, min_size: int) -> Box:
-    """Box around the predicted object and the positive clicks, expanded about its centre."""
-    h, w = mask.shape
-    ys, xs = np.nonzero(mask)
-    pys = [c.y for c in clicks.positives]
-    pxs = [c.x for c in clicks.positives]
-    all_y = np.concatenate([ys, np.asarray(pys, float)]) if pys else ys
-    all_x = np.concatenate([xs, np.asarray(pxs, float)]) if pxs else xs
-    y0, y1, x0, x1 = all_y.min(), all_y.max() + 1, all_x.min(), all_x.max() + 1
+def expanded_box(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], expansion: float, min_size: int) -> Box:
+    """Box around the points (y, x), expanded about its centre, at least ``min_size``, clipped."""
+    h, w = shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     sy = max((y1 - y0) * expansion, min_size)
     sx = max((x1 - x0) * expansion, min_size)
@@ -102,11 +97,20 @@ def object_roi(mask: np.ndarray, clicks: Clicks, expansion: float, min_size: int
     return by0, bx0, max(by1, by0 + 1), max(bx1, bx0 + 1)
 
 
+def object_roi(mask: np.ndarray, clicks: Clicks, expansion: float, min_size: int) -> Box:
+    """Box around the predicted object and the positive clicks, expanded about its centre."""
+    ys, xs = np.nonzero(mask)
+    pys = np.asarray([c.y for c in clicks.positives], float)
+    pxs = np.asarray([c.x for c in clicks.positives], float)
+    return expanded_box(np.concatenate([ys, pys]), np.concatenate([xs, pxs]), mask.shape, expansion, min_size)
+
+
 def click_window(clicks: Clicks, shape: tuple[int, int], size: int, expansion: float = 1.4) -> Box:
     """A window of at least ``size`` px around the positive clicks (all clicks if none)."""
     points = clicks.positives or list(clicks)
-    as_positive = Clicks.from_points([(c.y, c.x) for c in points], [])
-    return object_roi(np.zeros(shape, bool), as_positive, expansion, size)
+    ys = np.asarray([c.y for c in points], float)
+    xs = np.asarray([c.x for c in points], float)
+    return expanded_box(ys, xs, shape, expansion, size)
 
 
 def check_clicks(clicks: Clicks, shape: tuple[int, int]) -> None:
