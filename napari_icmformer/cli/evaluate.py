@@ -67,18 +67,20 @@ def make_methods(args) -> list[tuple[str, object]]:
     return methods
 
 
-def plot_curves(rows: list[dict], max_clicks: int, path: Path) -> None:
+def plot_curves(rows: list[dict], max_clicks: int, path: Path, *, metric: str = "mIoU", first_k: int = 1,
+                xlabel: str = "number of clicks", ylabel: str = "mIoU") -> None:
+    """One line per method/dataset row: ``row[f"{metric}@{k}"]`` for k = first_k..max_clicks."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ks = np.arange(1, max_clicks + 1)
+    ks = np.arange(first_k, max_clicks + 1)
     for row in rows:
-        ax.plot(ks, [row[f"mIoU@{k}"] for k in ks], marker="o", ms=3, label=f"{row['method']} / {row['dataset']}")
-    ax.set_xlabel("number of clicks")
-    ax.set_ylabel("mIoU")
+        ax.plot(ks, [row[f"{metric}@{k}"] for k in ks], marker="o", ms=3, label=f"{row['method']} / {row['dataset']}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_xticks(ks[::2] if max_clicks > 10 else ks)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)

@@ -17,6 +17,7 @@ from ..engine import Predictor, PredictorConfig
 from ..evaluation_mois import evaluate_mois_target, evaluate_sois_reference, summarize_mois
 from ..exemplar import ExemplarPredictor
 from ..mois import build_mois_targets
+from .evaluate import plot_curves
 
 
 def run_mois(args, datasets: list[tuple[str, object]]) -> int:
@@ -76,26 +77,8 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
     (args.out / "per_target.json").write_text(json.dumps(
         {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "summary": rows, "targets": per_target}, indent=1))
-    _plot(rows, args.max_clicks, args.out / "miou_vs_clicks.png")
+    plot_curves(rows, args.max_clicks, args.out / "miou_vs_clicks.png", metric="mIoU+", first_k=0,
+                xlabel="number of counted clicks", ylabel="mIoU of the category target")
     print(f"wrote {args.out}/table.md, summary.csv, per_target.json, miou_vs_clicks.png")
     return 0
 
-
-def _plot(rows: list[dict], max_clicks: int, path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ks = np.arange(0, max_clicks + 1)
-    for row in rows:
-        ax.plot(ks, [row[f"mIoU+@{k}"] for k in ks], marker="o", ms=3, label=f"{row['method']} / {row['dataset']}")
-    ax.set_xlabel("number of counted clicks")
-    ax.set_ylabel("mIoU of the category target")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
