@@ -92,7 +92,7 @@ class SegmentationWidget(Container):
         self._predictor_key: tuple | None = None
         self._recaller: ExemplarPredictor | None = None
         self._recaller_key: tuple | None = None
-        self._recaller_image: tuple | None = None
+        self._recaller_exemplar: tuple | None = None
         self.recall_session: RecallSession | None = None
         self._annotators: dict[tuple[int, ...], Annotator] = {}
         self.shape: tuple[int, ...] | None = None  # the image's spatial shape (leading dims + plane)
@@ -266,12 +266,16 @@ class SegmentationWidget(Container):
                 prob = Annotator.run(job, predictor.predict)
                 return prob, time.perf_counter() - t
 
+        return self._start_worker(work, lambda result: self._on_prediction(annotator, job, *result), "predicting…")
+
+    def _start_worker(self, work, on_returned, status: str):
+        """Run ``work`` on a napari thread worker; ``on_returned`` runs on the main thread."""
         worker = create_worker(work, _start_thread=False)
-        worker.returned.connect(lambda result: self._on_prediction(annotator, job, *result))
+        worker.returned.connect(on_returned)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.pending += 1
-        self.status.value = "predicting…"
+        self.status.value = status
         self.last_worker = worker
         worker.start()
         return worker
@@ -328,7 +332,7 @@ class SegmentationWidget(Container):
         if self._recaller is None or key != self._recaller_key:
             cfg = PredictorConfig(device=self.device.value, threshold=self.threshold.value)
             self._recaller = ExemplarPredictor.from_checkpoint(Path(ckpt) if ckpt else None, cfg)
-            self._recaller_key, self._recaller_image = key, None
+            self._recaller_key, self._recaller_exemplar = key, None
         return self._recaller
 
     def find_similar(self, exemplar_id: int | None = None):
@@ -375,21 +379,14 @@ class SegmentationWidget(Container):
             with self._lock:
                 t = time.perf_counter()
                 recaller = self._get_recaller()
-                if self._recaller_image != exemplar_key:
+                if self._recaller_exemplar != exemplar_key:
                     recaller.set_image(np.asarray(data))
                     recaller.set_exemplar(exemplar, ex_clicks)
-                    self._recaller_image = exemplar_key
+                    self._recaller_exemplar = exemplar_key
                 return recaller.recall(clicks, prev), time.perf_counter() - t
 
-        worker = create_worker(work, _start_thread=False)
-        worker.returned.connect(lambda result: self._on_recall(session, gen, *result))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.pending += 1
-        self.status.value = "finding similar objects…"
-        self.last_worker = worker
-        worker.start()
-        return worker
+        return self._start_worker(work, lambda result: self._on_recall(session, gen, *result),
+                                  "finding similar objects…")
 
     def _on_recall(self, session: RecallSession, gen: int, result: RecallResult, seconds: float) -> None:
         if self.recall_session is not session or session.generation != gen:

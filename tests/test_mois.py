@@ -14,6 +14,7 @@ from napari_icmformer.evaluation_mois import (
 )
 from napari_icmformer.exemplar import RecallResult
 from napari_icmformer.mois import MoisTarget, build_mois_targets, dios_clicks
+from tests.test_evaluation import Oracle  # the SOIS oracle: returns its GT mask
 
 
 def _box(h, w, y0, x0, y1, x1):
@@ -97,20 +98,6 @@ class _OracleRecaller:
         return RecallResult(m.astype(np.float32), m, m.astype(np.int32), type(clicks)())
 
 
-class _OracleSois:
-    def __init__(self, gt):
-        self.gt = gt
-
-    def set_image(self, image):
-        pass
-
-    def reset_object(self):
-        pass
-
-    def predict(self, clicks, prev_mask=None):
-        return self.gt.astype(np.float32)
-
-
 def _target():
     inst = [_box(60, 80, 5, 5, 20, 20), _box(60, 80, 30, 40, 50, 70)]
     return MoisTarget("t", 1, 0, inst)
@@ -131,16 +118,16 @@ def test_collective_counts_the_exemplar_clicks():
     t = _target()
     image = np.zeros((60, 80, 3), np.uint8)
     recaller = _OracleRecaller(t.target)
-    res = evaluate_mois_target(recaller, _OracleSois(t.exemplar), image, t, "collective", max_clicks=5)
+    res = evaluate_mois_target(recaller, Oracle(t.exemplar), image, t, "collective", max_clicks=5)
     assert res.exemplar_clicks == 1  # the oracle exemplar is perfect after one click
     assert summarize_mois([res], max_clicks=5)["NoC@90"] == 1
     np.testing.assert_array_equal(recaller.exemplar[0], t.exemplar)
-    pred, clicks = make_exemplar(_OracleSois(np.zeros((60, 80), bool)), t.exemplar, None)
+    pred, clicks = make_exemplar(Oracle(np.zeros((60, 80), bool)), t.exemplar, None)
     assert len(clicks) == 2  # the second click gained nothing: stop
 
 
 def test_sois_reference_clicks_the_whole_target():
     t = _target()
-    res = evaluate_sois_reference(_OracleSois(t.target), np.zeros((60, 80, 3), np.uint8), t, max_clicks=5)
+    res = evaluate_sois_reference(Oracle(t.target), np.zeros((60, 80, 3), np.uint8), t, max_clicks=5)
     assert res.ious[0] == 0 and res.ious[1] == 1
     assert summarize_mois([res], max_clicks=5)["NoC@85"] == 1
