@@ -46,6 +46,10 @@ class PredictorConfig:
     # the first click sees a window of this size around the clicks, later clicks zoom in
     max_view: int = 1024
     image_cache: int = 8  # images (e.g. slices of a stack) whose features stay cached by key
+    # iCMFormer++ runs on the whole image (its objects are everywhere) at this square view size;
+    # None = the model's training size. 448 beats 224 for the shipped 224² default on held-out
+    # nuclei and COCO (BENCHMARKS.md, "MOIS view size"): small objects need the pixels.
+    recall_view: int | None = 448
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -88,7 +88,10 @@ class ExemplarPredictor:
         self.device = resolve_device(self.config.device)
         self.dtype = resolve_dtype(self.config.precision, self.device)
         self.model = model.to(self.device).eval()
-        self.size = model.cfg.img_size
+        self.size = self.config.recall_view or model.cfg.img_size
+        if self.size % model.cfg.patch_size or self.size < 2 * model.cfg.patch_size:
+            raise ValueError(f"recall_view {self.size} must be a multiple of the patch size "
+                             f"{model.cfg.patch_size} and at least {2 * model.cfg.patch_size}")
         self._image: torch.Tensor | None = None  # (1, 3, S, S) network view of the image
         self._shape: tuple[int, int] | None = None
         self._recall_feats = None

@@ -25,8 +25,10 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint[0] if args.checkpoint else None, cfg)
     recallers = []
     for ckpt in args.mois_checkpoint or [None]:
-        label = "icmformer++-default" if ckpt is None else f"icmformer++-{Path(ckpt).stem}"
-        recallers.append((label, ExemplarPredictor.from_checkpoint(ckpt, PredictorConfig(device=args.device))))
+        for view in args.mois_view:
+            label = "icmformer++-default" if ckpt is None else f"icmformer++-{Path(ckpt).stem}"
+            config = PredictorConfig(device=args.device, recall_view=view)
+            recallers.append((f"{label}@{view}", ExemplarPredictor.from_checkpoint(ckpt, config)))
     rows, per_target = [], []
     for name, ds in datasets:
         rng = np.random.default_rng(args.seed)

@@ -261,10 +261,10 @@ class Trainer:
                     loss = self.train_step()
                     writer.writerow([self.step, f"{loss:.5f}", f"{lr_at(self.step - 1, self.cfg):.3g}",
                                      f"{time.time() - t0:.1f}"])
+                    fh.flush()  # a live log: plots and watchers see every step
                     bar.set_postfix(loss=f"{loss:.4f}")
                     bar.update(1)
                     if self.step % self.cfg.save_every == 0:
-                        fh.flush()
                         self.save()
                     if self.validation is not None and (
                             self.step % self.cfg.val_every == 0 or self.step == self.cfg.iterations):
