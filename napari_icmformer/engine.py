@@ -50,6 +50,10 @@ class PredictorConfig:
     # None = the model's training size. 448 beats 224 for the shipped 224² default on held-out
     # nuclei and COCO (BENCHMARKS.md, "MOIS view size"): small objects need the pixels.
     recall_view: int | None = 448
+    # what a recall click may change: "local" = only the objects (connected components of the
+    # previous or new category mask) under the click, so a click never drops objects elsewhere;
+    # "global" = the model's whole new mask (the paper's protocol). BENCHMARKS.md compares them.
+    recall_update: str = "local"
 
 
 def resolve_device(name: str = "auto") -> torch.device:

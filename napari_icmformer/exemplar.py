@@ -72,6 +72,20 @@ def split_instances(mask: np.ndarray, min_size: int = 16, min_distance: int = 5)
     return out
 
 
+def local_update(prev_prob: np.ndarray, new_prob: np.ndarray, y: float, x: float,
+                 threshold: float = 0.49) -> np.ndarray:
+    """``new_prob`` inside the objects under the click (its connected component in the previous
+    and in the new mask), ``prev_prob`` everywhere else: one click fixes the object it is on."""
+    iy, ix = int(round(y)), int(round(x))
+    iy, ix = min(max(iy, 0), prev_prob.shape[0] - 1), min(max(ix, 0), prev_prob.shape[1] - 1)
+    region = np.zeros(prev_prob.shape, bool)
+    for prob in (prev_prob, new_prob):
+        components, _ = ndimage.label(prob > threshold)
+        if components[iy, ix]:
+            region |= components == components[iy, ix]
+    return np.where(region, new_prob, prev_prob).astype(np.float32)
+
+
 @dataclass
 class RecallResult:
     prob: np.ndarray  # (H, W) float32 probability of "an object of the exemplar's category"
@@ -88,6 +102,8 @@ class ExemplarPredictor:
         self.device = resolve_device(self.config.device)
         self.dtype = resolve_dtype(self.config.precision, self.device)
         self.model = model.to(self.device).eval()
+        if self.config.recall_update not in ("local", "global"):
+            raise ValueError(f"recall_update must be 'local' or 'global', got {self.config.recall_update!r}")
         self.size = self.config.recall_view or model.cfg.img_size
         if self.size % model.cfg.patch_size or self.size < 2 * model.cfg.patch_size:
             raise ValueError(f"recall_view {self.size} must be a multiple of the patch size "
@@ -170,7 +186,9 @@ class ExemplarPredictor:
     @torch.no_grad()
     def recall(self, clicks: Clicks | None = None, prev_mask: np.ndarray | None = None, *,
                use_cache: bool = True, min_size: int = 16) -> RecallResult:
-        """Every object of the exemplar's category, given recall clicks and the previous result."""
+        """Every object of the exemplar's category, given recall clicks and the previous result
+        (``prev_mask``: the last result's ``prob``). With ``recall_update="local"`` the last click
+        changes only the objects under it (see :func:`local_update`)."""
         if self._exemplar is None:
             raise RuntimeError("no exemplar: call set_exemplar(mask, clicks) first")
         h, w = self.image_shape
@@ -198,5 +216,7 @@ class ExemplarPredictor:
         self.stats["decodes"] += 1
         prob = F.interpolate(torch.sigmoid(logits.float()), size=(h, w), mode="bilinear",
                              align_corners=False)[0, 0].cpu().numpy()
+        if self.config.recall_update == "local" and prev_mask is not None and len(clicks):
+            prob = local_update(prev, prob, clicks[-1].y, clicks[-1].x, self.config.threshold)
         mask = prob > self.config.threshold
         return RecallResult(prob, mask, split_instances(mask, min_size=min_size), pseudo)

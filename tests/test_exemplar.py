@@ -4,7 +4,7 @@ from skimage.draw import disk
 
 from napari_icmformer.checkpoints import CheckpointError, save_checkpoint
 from napari_icmformer.engine import PredictorConfig
-from napari_icmformer.exemplar import ExemplarPredictor, split_instances
+from napari_icmformer.exemplar import ExemplarPredictor, local_update, split_instances
 from napari_icmformer.weights import DEFAULTS
 from src_models import Clicks
 from tests.test_icmformer_pp import tiny_pp
@@ -106,3 +106,49 @@ def test_checkpoints_of_the_wrong_kind_are_refused(tmp_path, tiny_checkpoint):
     if not DEFAULTS["mois"].is_file():
         with pytest.raises(CheckpointError, match="no trained default MOIS"):
             ExemplarPredictor.from_checkpoint()
+
+
+def test_local_update_changes_only_the_objects_under_the_click():
+    prev = np.zeros((40, 60), np.float32)
+    prev[5:15, 5:15] = 0.9  # object A, away from the click
+    prev[20:30, 30:40] = 0.8  # object B, clicked
+    new = np.zeros_like(prev)
+    new[22:34, 28:44] = 0.95  # the model's new B (grown)
+    new[5:10, 50:55] = 0.9  # and an unrelated new blob: not under the click, ignored
+    out = local_update(prev, new, 25, 35)
+    np.testing.assert_array_equal(out[5:15, 5:15], prev[5:15, 5:15])  # A kept although new dropped it
+    assert (out[22:34, 28:44] == np.float32(0.95)).all()  # B replaced by its new version
+    assert not out[5:10, 50:55].any()
+    # a negative click on a false object removes exactly that object
+    gone = local_update(prev, np.zeros_like(prev), 10, 10)
+    assert not gone[5:15, 5:15].any() and (gone[20:30, 30:40] == np.float32(0.8)).all()
+    # nothing under the click in either mask: nothing changes
+    np.testing.assert_array_equal(local_update(prev, new, 38, 2), prev)
+
+
+def test_local_recall_click_leaves_far_objects_alone():
+    model = tiny_pp()
+    img = _image()
+    local = ExemplarPredictor(model, PredictorConfig(device="cpu", recall_view=None))
+    glob = ExemplarPredictor(model, PredictorConfig(device="cpu", recall_view=None, recall_update="global"))
+    prev = np.zeros((90, 110), np.float32)
+    prev[50:80, 35:65] = 0.9  # a recalled object away from the click
+    for r in (local, glob):
+        r.set_image(img)
+        r.set_exemplar(_exemplar(), Clicks().add(25, 25))
+    clicks = Clicks().add(25, 80)
+    a, b = local.recall(clicks, prev), glob.recall(clicks, prev)
+    far = np.ones((90, 110), bool)
+    far[ndimage_component(prev > 0.49, 25, 80) | ndimage_component(b.prob > 0.49, 25, 80)] = False
+    np.testing.assert_array_equal(a.prob[far], prev[far])
+    changed = ~far
+    np.testing.assert_allclose(a.prob[changed], b.prob[changed], atol=1e-6)
+    with pytest.raises(ValueError, match="recall_update"):
+        ExemplarPredictor(model, PredictorConfig(device="cpu", recall_update="everywhere"))
+
+
+def ndimage_component(mask, y, x):
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask)
+    return labels == labels[y, x] if labels[y, x] else np.zeros_like(mask)

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iCMFormer++ checkpoint (mois); repeat to compare, e.g. with a no-EIM ablation")
     p.add_argument("--mois-view", type=int, nargs="+", default=[PredictorConfig.recall_view],
                    help="iCMFormer++ network view size(s) in px; several compare them in one run")
+    p.add_argument("--mois-update", nargs="+", default=[PredictorConfig.recall_update],
+                   choices=["local", "global"], help="what a recall click may change; several compare them")
     p.add_argument("--mois-mode", nargs="+", default=["additional", "collective"],
                    choices=["additional", "collective"])
     p.add_argument("--method", nargs="+", default=["icmformer", "random-walker"],

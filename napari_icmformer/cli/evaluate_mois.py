@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -25,10 +26,10 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint[0] if args.checkpoint else None, cfg)
     recallers = []
     for ckpt in args.mois_checkpoint or [None]:
-        for view in args.mois_view:
-            label = "icmformer++-default" if ckpt is None else f"icmformer++-{Path(ckpt).stem}"
-            config = PredictorConfig(device=args.device, recall_view=view)
-            recallers.append((f"{label}@{view}", ExemplarPredictor.from_checkpoint(ckpt, config)))
+        label = "icmformer++-default" if ckpt is None else f"icmformer++-{Path(ckpt).stem}"
+        for view, update in itertools.product(args.mois_view, args.mois_update):
+            config = PredictorConfig(device=args.device, recall_view=view, recall_update=update)
+            recallers.append((f"{label}@{view} {update}", ExemplarPredictor.from_checkpoint(ckpt, config)))
     rows, per_target = [], []
     for name, ds in datasets:
         rng = np.random.default_rng(args.seed)
