@@ -1,0 +1,68 @@
+"""What *Find similar* costs: iCMFormer++ latency per network view size, cached vs uncached.
+
+    python benchmarks/bench_recall_latency.py --views 224 448 --clicks 10
+
+Uses the shipped iCMFormer++ default on the bundled ``coins`` image with one coin as exemplar.
+"find similar" = set_image + set_exemplar + the first recall (what the user waits for after
+pressing the button); "cached click" = one recall click reusing the image and exemplar features;
+"uncached click" = the reference full two-branch forward for the same click. Medians over
+``--clicks`` clicks after ``--warmup``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from skimage import data, filters, measure
+
+from napari_icmformer.engine import PredictorConfig
+from napari_icmformer.exemplar import ExemplarPredictor
+from src_models import Clicks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--views", type=int, nargs="+", default=[224, 448])
+    ap.add_argument("--clicks", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    image = data.coins()
+    labels = measure.label(image > filters.threshold_otsu(image))
+    exemplar = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    cy, cx = (int(v) for v in np.argwhere(exemplar).mean(0))
+    rng = np.random.default_rng(0)
+    h, w = image.shape
+    clicks = [Clicks().add(*rng.uniform(5, min(h, w) - 5, 2)) for _ in range(args.clicks + args.warmup)]
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {args.device}, image {h}x{w}")
+    print("| view | find similar (ms) | cached click (ms) | uncached click (ms) | cached/uncached |")
+    print("|---|---|---|---|---|")
+    for view in args.views:
+        rec = ExemplarPredictor.from_checkpoint(None, PredictorConfig(device=args.device, recall_view=view))
+        t = time.perf_counter()
+        rec.set_image(image)
+        rec.set_exemplar(exemplar, Clicks().add(cy, cx))
+        first = rec.recall()
+        find = time.perf_counter() - t
+        for c in clicks[: args.warmup]:
+            rec.recall(c, first.prob)
+        cached, uncached = [], []
+        for c in clicks[args.warmup:]:
+            t = time.perf_counter()
+            rec.recall(c, first.prob)
+            cached.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            rec.recall(c, first.prob, use_cache=False)
+            uncached.append(time.perf_counter() - t)
+        mc, mu = statistics.median(cached), statistics.median(uncached)
+        print(f"| {view}² | {find * 1e3:.0f} | {mc * 1e3:.0f} | {mu * 1e3:.0f} | {mc / mu:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
