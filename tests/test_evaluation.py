@@ -102,11 +102,13 @@ def test_mois_eval_cli_compares_with_sois_only(tmp_path, tiny_checkpoint):
     pp = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
     out = tmp_path / "mois"
     rc = eval_main(["--task", "mois", "--datasets", str(root), "--checkpoint", str(tiny_checkpoint),
-                    "--mois-checkpoint", str(pp), "--max-clicks", "3", "--out", str(out), "--device", "cpu"])
+                    "--mois-checkpoint", str(pp), "--max-clicks", "3", "--out", str(out), "--device", "cpu",
+                    "--mois-view", "64", "--mois-update", "local", "global"])
     assert rc == 0
     data = json.loads((out / "per_target.json").read_text())
     methods = {r["method"] for r in data["summary"]}
-    assert methods == {"sois-only", "icmformer++-pp (additional)", "icmformer++-pp (collective)"}
+    assert methods == {"sois-only"} | {f"icmformer++-pp@64 {u} ({m})" for u in ("local", "global")
+                                       for m in ("additional", "collective")}
     assert all(r["targets"] == 2 for r in data["summary"])  # one target (3 nuclei) per image
     assert all(len(t["ious"]) == 4 for t in data["targets"])  # k = 0..3
     assert "NoC@90 vs SOIS-only" in (out / "table.md").read_text()
