@@ -283,6 +283,32 @@ def test_train_cli_task_mois(tmp_path, tiny_checkpoint):
         Image.fromarray(lab).save(root / "labels" / f"n{i}.png")
     out = tmp_path / "mois"
     args = ["--task", "mois", "--datasets", str(root), "--init-from", str(tiny_checkpoint), "--iterations", "1",
-            "--batch-size", "2", "--warmup", "1", "--out-dir", str(out)]
+            "--batch-size", "2", "--warmup", "1", "--out-dir", str(out),
+            "--val-dataset", str(root), "--val-every", "1", "--val-max-clicks", "2"]
     assert train_main(args) == 0
     assert load_model(out / "last.pt").cfg.arch == "icmformer_pp"
+    # MOIS validation: the category target of each held-out image, golden exemplar + recall clicks
+    rows = (out / "val.csv").read_text().strip().splitlines()
+    assert rows[0].split(",") == ["step", "NoC@85", "NoC@90", "mIoU+@0", "mIoU+@5"]
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [0, 1]  # the init checkpoint's score first
+    best = load_model(out / "best.pt")
+    assert best.cfg.arch == "icmformer_pp"
+    assert 0 <= best.checkpoint_extra["validation"]["mIoU+@0"] <= 1
+
+
+def test_mois_validation_refuses_a_benchmark_and_needs_two_objects(tmp_path):
+    from PIL import Image  # noqa: PLC0415
+
+    from napari_icmformer.training.validation import MoisValidationSet  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="benchmark"):
+        MoisValidationSet.from_dataset("Berkeley", "/nonexistent", 5, 96)
+    root = tmp_path / "single"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    lab = np.zeros((32, 32), np.uint16)
+    lab[5:20, 5:20] = 1  # one object: no MOIS target
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(lab).save(root / "labels" / "a.png")
+    with pytest.raises(ValueError, match="two objects"):
+        MoisValidationSet.from_dataset(str(root), None, 5, 96)

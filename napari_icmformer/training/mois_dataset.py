@@ -54,7 +54,7 @@ def make_mois_sample(pool: ObjectPool, group: list[int], size: int, rng: np.rand
     cy, cx, r = (y0 + y1) / 2, (x0 + x1) / 2, 1.5 * max(y1 - y0, x1 - x0)
     box = (int(max(0, cy - r)), int(max(0, cx - r)), int(cy + r) + 1, int(cx + r) + 1)
     vy0, vx0, vy1, vx1 = random_view(labels.shape, box, rng, whole_prob=0.4)
-    img = torch.from_numpy(np.ascontiguousarray(image[vy0:vy1, vx0:vx1])).permute(2, 0, 1).float()[None] / 255
+    img = torch.from_numpy(np.array(image[vy0:vy1, vx0:vx1])).permute(2, 0, 1).float()[None] / 255
     img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)[0]
     lab = torch.from_numpy(np.ascontiguousarray(labels[vy0:vy1, vx0:vx1])).float()[None, None]
     lab = F.interpolate(lab, size=(size, size), mode="nearest")[0, 0].long().numpy()

@@ -5,7 +5,8 @@ model (iCMFormer++, both branches initialised from an iCMFormer checkpoint when 
 is one), the samples (exemplar + category target, see ``mois_dataset``) and the clicks: the
 exemplar branch gets the exemplar mask and its DIOS clicks, the recall branch starts from the
 exemplar's true negatives and gets 0–N iterative clicks from its own errors.
-Held-out validation by NoC is SOIS-only for now (``best.pt`` is not written for MOIS).
+Held-out validation (``--val-dataset``, COCO_Tiny val by default) runs the MOIS "additional"
+protocol on fixed targets and keeps ``best.pt`` by category NoC@85, then mIoU+@5.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from ..clicking import sample_error_click
 from .dataset import collate_points
 from .mois_dataset import group_weights, make_mois_sample, mois_groups
 from .trainer import Trainer
+from .validation import MoisValidationSet
 
 MOIS_DATASETS = ["DSB2018", "MoNuSeg", "EPFL_EM", "PennFudanPed", "COCO_Tiny_train"]
 
 
 class MoisTrainer(Trainer):
     min_object_area = 4  # small instances still belong to the category target
-    supports_validation = False
+
+    def make_validation(self, name: str) -> MoisValidationSet:
+        cfg = self.cfg
+        return MoisValidationSet.from_dataset(name, cfg.data_root, cfg.val_objects, cfg.max_side, cfg.seed)
 
     def make_model(self) -> torch.nn.Module:
         cfg = self.cfg

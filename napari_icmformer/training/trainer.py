@@ -50,7 +50,8 @@ class TrainConfig:
     init_from: str | None = None  # start from an existing checkpoint's weights
     max_side: int = 384
     limit_per_dataset: int | None = None
-    # validation by the SOIS protocol on held-out data (never a benchmark): picks best.pt
+    # validation on held-out data (never a benchmark) picks best.pt: SOIS NoC, or for MOIS the
+    # category-target NoC then mIoU+@5 (golden exemplar, recall clicks)
     # "auto" = COCO_Tiny_val when data_root is set, else no validation; or a name / folder; None = off
     val_dataset: str | None = "auto"
     val_every: int = 500
@@ -100,19 +101,23 @@ class Trainer:
             raise ValueError("the training pool has no objects")
         self.pool = pool
         self.setup_sampling()
-        self.validation: ValidationSet | None = None
+        self.validation = None  # ValidationSet / MoisValidationSet
         val_name = cfg.val_dataset if self.dist.is_main else None  # rank 0 validates
         if isinstance(val_name, str) and val_name.lower() in ("", "none", "off"):
             val_name = None
         if val_name == "auto":
             val_name = "COCO_Tiny_val" if cfg.data_root else None
-        if val_name and cfg.val_every > 0 and self.supports_validation:
-            self.validation = ValidationSet.from_dataset(
-                val_name, cfg.data_root, cfg.val_objects, cfg.max_side, cfg.val_min_area)
-        self.best_noc: float = math.inf
+        if val_name and cfg.val_every > 0:
+            self.validation = self.make_validation(val_name)
+        self.best_noc: float = math.inf  # the first number of the validation set's key (NoC@85)
+        self.best_key: tuple[float, ...] = (math.inf,)
 
     min_object_area = 40  # pooled objects smaller than this (pixels) are not trained on
-    supports_validation = True  # held-out SOIS NoC (best.pt)
+
+    def make_validation(self, name: str):
+        """The held-out set that picks ``best.pt`` (SOIS protocol here)."""
+        cfg = self.cfg
+        return ValidationSet.from_dataset(name, cfg.data_root, cfg.val_objects, cfg.max_side, cfg.val_min_area)
 
     def make_model(self) -> torch.nn.Module:
         cfg = self.cfg
@@ -139,7 +144,7 @@ class Trainer:
             "world_size": self.dist.world_size,
         })
         torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng),
-                    "best_noc": self.best_noc},
+                    "best_noc": self.best_noc, "best_key": list(self.best_key)},
                    path.with_suffix(".state"))
         return path
 
@@ -152,6 +157,7 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.best_noc = float(state.get("best_noc", math.inf))
+        self.best_key = tuple(state.get("best_key", (self.best_noc,)))
         if self.dist.rank > 0:  # the saved RNG stream is rank 0's: give this rank its own
             self.rng = np.random.default_rng([self.cfg.seed, self.dist.rank, self.step])
         self.rng.bit_generator.state = state["rng"]["numpy"]
@@ -224,7 +230,7 @@ class Trainer:
         return float(loss.detach())
 
     def validate(self) -> dict[str, float] | None:
-        """SOIS NoC on the held-out set; saves ``best.pt`` when NoC@85 improves. Appends val.csv."""
+        """Scores the held-out set; saves ``best.pt`` when its key improves. Appends val.csv."""
         if self.validation is None:
             return None
         metrics = self.validation.evaluate(self.model, self.cfg.val_max_clicks)
@@ -236,8 +242,9 @@ class Trainer:
             if new:
                 writer.writerow(["step", *metrics])
             writer.writerow([self.step, *(f"{v:.4f}" for v in metrics.values())])
-        if metrics["NoC@85"] < self.best_noc:
-            self.best_noc = metrics["NoC@85"]
+        key = self.validation.key(metrics)
+        if key < self.best_key:
+            self.best_key, self.best_noc = key, key[0]
             save_checkpoint(self.out / "best.pt", self.model,
                             extra={"step": self.step, "validation": metrics, "train_config": asdict(self.cfg)})
         return metrics

@@ -1,4 +1,5 @@
-"""Held-out validation by the SOIS protocol, so training picks its best checkpoint by NoC.
+"""Held-out validation, so training picks its best checkpoint: SOIS by NoC, MOIS by the
+category-target NoC of the MOIS "additional" protocol.
 
 Uses a small fixed set of objects from a dev split (COCO_Tiny val2017 by default) — never
 GrabCut or Berkeley, which are benchmarks only.
@@ -15,7 +16,10 @@ from PIL import Image
 from ..data import open_dataset
 from ..engine import Predictor, PredictorConfig
 from ..evaluation import evaluate_object
+from ..evaluation_mois import MoisResult, recall_curve, summarize_mois
+from ..exemplar import ExemplarPredictor
 from ..metrics import summarize
+from ..mois import MoisTarget, build_mois_targets, dios_clicks
 
 BENCHMARKS = {"GrabCut", "Berkeley"}
 
@@ -25,6 +29,20 @@ class ValidationObject:
     image: np.ndarray
     mask: np.ndarray
     ignore: np.ndarray | None
+
+
+def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    if scale < 1.0:
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return image, scale, size
+
+
+def _resize_mask(mask: np.ndarray | None, scale: float, size: tuple[int, int]) -> np.ndarray | None:
+    if mask is None or scale >= 1.0:
+        return mask
+    return np.asarray(Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
 
 
 class ValidationSet:
@@ -46,20 +64,14 @@ class ValidationSet:
             if len(objects) >= n_objects:
                 break
             sample = dataset[i]
-            image = sample.image
-            scale = min(1.0, max_side / max(image.shape[:2]))
-            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-            if scale < 1.0:
-                image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            image, scale, size = _downscale(sample.image, max_side)
             ignore = sample.ignore
             if ignore is not None and scale < 1.0:
                 ignore = np.asarray(Image.fromarray(ignore.astype(np.uint8)).resize(size, Image.NEAREST)) > 0
             # the largest object of each image: one per image keeps the set diverse
             masks = sorted(sample.masks, key=lambda m: -int(m.sum()))[:1]
             for full in masks:
-                mask = full
-                if scale < 1.0:
-                    mask = np.asarray(Image.fromarray(full.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
+                mask = _resize_mask(full, scale, size)
                 if mask.sum() >= min_area * scale * scale:
                     objects.append(ValidationObject(image, mask, ignore))
         return cls(objects)
@@ -79,3 +91,68 @@ class ValidationSet:
         arr = np.asarray(curves)
         return {"NoC@85": float(s["NoC@85"]), "NoC@90": float(s["NoC@90"]),
                 "mIoU@1": float(arr[:, 0].mean()), "mIoU@5": float(arr[:, min(4, max_clicks - 1)].mean())}
+
+    @staticmethod
+    def key(metrics: dict[str, float]) -> tuple[float, ...]:
+        """Lower is better: NoC@85 picks ``best.pt``."""
+        return (metrics["NoC@85"],)
+
+
+@dataclass
+class MoisValidationTarget:
+    image: np.ndarray
+    target: MoisTarget
+    exemplar_clicks: object  # Clicks
+
+
+class MoisValidationSet:
+    """Fixed Alg. 1 targets with golden exemplars and fixed DIOS clicks ("additional" protocol)."""
+
+    def __init__(self, targets: list[MoisValidationTarget]) -> None:
+        if not targets:
+            raise ValueError("the MOIS validation set has no image with two objects of one category")
+        self.targets = targets
+
+    @classmethod
+    def from_dataset(cls, name: str, data_root: str | None, n_targets: int, max_side: int,
+                     seed: int = 0) -> "MoisValidationSet":
+        if name in BENCHMARKS:
+            raise ValueError(f"{name} is a benchmark: never validate (tune) on it")
+        dataset = open_dataset(name, data_root)
+        rng = np.random.default_rng(seed)
+        targets: list[MoisValidationTarget] = []
+        for i in range(len(dataset)):
+            if len(targets) >= n_targets:
+                break
+            sample = dataset[i]
+            image, scale, size = _downscale(sample.image, max_side)
+            for t in build_mois_targets(sample, rng)[:1]:  # one target per image keeps it diverse
+                instances = [m for m in (_resize_mask(m, scale, size) for m in t.instances) if m.any()]
+                if len(instances) < 2 or not instances[min(t.exemplar_index, len(instances) - 1)].any():
+                    continue
+                small = MoisTarget(t.sample, t.category, min(t.exemplar_index, len(instances) - 1), instances,
+                                   _resize_mask(t.ignore, scale, size))
+                targets.append(MoisValidationTarget(image, small, dios_clicks(small.exemplar, rng)))
+        return cls(targets)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, max_clicks: int = 10) -> dict[str, float]:
+        """NoC@85/90 and mIoU+@0/5 of the category target at the model's own size."""
+        model.eval()
+        device = next(model.parameters()).device
+        recaller = ExemplarPredictor(model, PredictorConfig(device=str(device), precision="fp32", recall_view=None))
+        results = []
+        for vt in self.targets:
+            recaller.set_image(vt.image)
+            recaller.set_exemplar(vt.target.exemplar, vt.exemplar_clicks)
+            ious, _ = recall_curve(recaller, vt.target.target, vt.target.ignore, max_clicks)
+            results.append(MoisResult("additional", vt.target.sample, vt.target.category,
+                                      len(vt.target.instances), 0, ious))
+        s = summarize_mois(results, (0.85, 0.90), max_clicks)
+        return {"NoC@85": s["NoC@85"], "NoC@90": s["NoC@90"], "mIoU+@0": s["mIoU+@0"],
+                "mIoU+@5": s[f"mIoU+@{min(5, max_clicks)}"]}
+
+    @staticmethod
+    def key(metrics: dict[str, float]) -> tuple[float, ...]:
+        """Lower is better: NoC first; while NoC is stuck at the budget, the category IoU decides."""
+        return (metrics["NoC@85"], -metrics["mIoU+@5"])
