@@ -31,6 +31,13 @@ class ValidationObject:
     ignore: np.ndarray | None
 
 
+def open_dev_dataset(name: str, data_root: str | None):
+    """A validation dataset; the benchmarks are refused (never tune on them)."""
+    if name in BENCHMARKS:
+        raise ValueError(f"{name} is a benchmark: never validate (tune) on it")
+    return open_dataset(name, data_root)
+
+
 def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
     scale = min(1.0, max_side / max(image.shape[:2]))
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
@@ -56,9 +63,7 @@ class ValidationSet:
     @classmethod
     def from_dataset(cls, name: str, data_root: str | None, n_objects: int, max_side: int,
                      min_area: int) -> "ValidationSet":
-        if name in BENCHMARKS:
-            raise ValueError(f"{name} is a benchmark: never validate (tune) on it")
-        dataset = open_dataset(name, data_root)
+        dataset = open_dev_dataset(name, data_root)
         objects: list[ValidationObject] = []
         for i in range(len(dataset)):
             if len(objects) >= n_objects:
@@ -116,9 +121,7 @@ class MoisValidationSet:
     @classmethod
     def from_dataset(cls, name: str, data_root: str | None, n_targets: int, max_side: int,
                      seed: int = 0) -> "MoisValidationSet":
-        if name in BENCHMARKS:
-            raise ValueError(f"{name} is a benchmark: never validate (tune) on it")
-        dataset = open_dataset(name, data_root)
+        dataset = open_dev_dataset(name, data_root)
         rng = np.random.default_rng(seed)
         targets: list[MoisValidationTarget] = []
         for i in range(len(dataset)):
