@@ -27,9 +27,10 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
     recallers = []
     for ckpt in args.mois_checkpoint or [None]:
         label = "icmformer++-default" if ckpt is None else f"icmformer++-{Path(ckpt).stem}"
+        model = ExemplarPredictor.from_checkpoint(ckpt, PredictorConfig(device=args.device)).model  # loaded once
         for view, update in itertools.product(args.mois_view, args.mois_update):
             config = PredictorConfig(device=args.device, recall_view=view, recall_update=update)
-            recallers.append((f"{label}@{view} {update}", ExemplarPredictor.from_checkpoint(ckpt, config)))
+            recallers.append((f"{label}@{view} {update}", ExemplarPredictor(model, config)))
     rows, per_target = [], []
     for name, ds in datasets:
         rng = np.random.default_rng(args.seed)

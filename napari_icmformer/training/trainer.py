@@ -109,10 +109,14 @@ class Trainer:
             val_name = "COCO_Tiny_val" if cfg.data_root else None
         if val_name and cfg.val_every > 0:
             self.validation = self.make_validation(val_name)
-        self.best_noc: float = math.inf  # the first number of the validation set's key (NoC@85)
-        self.best_key: tuple[float, ...] = (math.inf,)
+        self.best_key: tuple[float, ...] = (math.inf,)  # the validation set's key of best.pt
 
     min_object_area = 40  # pooled objects smaller than this (pixels) are not trained on
+
+    @property
+    def best_noc(self) -> float:
+        """NoC@85 of ``best.pt`` (the first entry of every validation key)."""
+        return self.best_key[0]
 
     def make_validation(self, name: str):
         """The held-out set that picks ``best.pt`` (SOIS protocol here)."""
@@ -144,7 +148,7 @@ class Trainer:
             "world_size": self.dist.world_size,
         })
         torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng),
-                    "best_noc": self.best_noc, "best_key": list(self.best_key)},
+                    "best_key": list(self.best_key)},
                    path.with_suffix(".state"))
         return path
 
@@ -156,8 +160,7 @@ class Trainer:
         state = torch.load(path.with_suffix(".state"), map_location="cpu", weights_only=False)
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        self.best_noc = float(state.get("best_noc", math.inf))
-        self.best_key = tuple(state.get("best_key", (self.best_noc,)))
+        self.best_key = tuple(state.get("best_key", (float(state.get("best_noc", math.inf)),)))
         if self.dist.rank > 0:  # the saved RNG stream is rank 0's: give this rank its own
             self.rng = np.random.default_rng([self.cfg.seed, self.dist.rank, self.step])
         self.rng.bit_generator.state = state["rng"]["numpy"]
@@ -244,7 +247,7 @@ class Trainer:
             writer.writerow([self.step, *(f"{v:.4f}" for v in metrics.values())])
         key = self.validation.key(metrics)
         if key < self.best_key:
-            self.best_key, self.best_noc = key, key[0]
+            self.best_key = key
             save_checkpoint(self.out / "best.pt", self.model,
                             extra={"step": self.step, "validation": metrics, "train_config": asdict(self.cfg)})
         return metrics

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from src_models import Clicks
+
 from ..data import open_dataset
 from ..engine import Predictor, PredictorConfig
 from ..evaluation import evaluate_object
@@ -107,7 +109,7 @@ class ValidationSet:
 class MoisValidationTarget:
     image: np.ndarray
     target: MoisTarget
-    exemplar_clicks: object  # Clicks
+    exemplar_clicks: Clicks
 
 
 class MoisValidationSet:
@@ -130,11 +132,13 @@ class MoisValidationSet:
             sample = dataset[i]
             image, scale, size = _downscale(sample.image, max_side)
             for t in build_mois_targets(sample, rng)[:1]:  # one target per image keeps it diverse
-                instances = [m for m in (_resize_mask(m, scale, size) for m in t.instances) if m.any()]
-                if len(instances) < 2 or not instances[min(t.exemplar_index, len(instances) - 1)].any():
+                resized = [_resize_mask(m, scale, size) for m in t.instances]
+                exemplar = resized[t.exemplar_index]
+                instances = [m for m in resized if m.any()]  # slivers lost to the downscale drop out
+                if len(instances) < 2 or not exemplar.any():
                     continue
-                small = MoisTarget(t.sample, t.category, min(t.exemplar_index, len(instances) - 1), instances,
-                                   _resize_mask(t.ignore, scale, size))
+                index = next(k for k, m in enumerate(instances) if m is exemplar)
+                small = MoisTarget(t.sample, t.category, index, instances, _resize_mask(t.ignore, scale, size))
                 targets.append(MoisValidationTarget(image, small, dios_clicks(small.exemplar, rng)))
         return cls(targets)
 
