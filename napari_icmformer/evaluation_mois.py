@@ -20,7 +20,8 @@ from src_models import Clicks
 
 from .clicking import first_eval_click, next_eval_click
 from .evaluation import evaluate_object
-from .metrics import iou
+from .exemplar import split_instances
+from .metrics import instance_f1, iou
 from .mois import MoisTarget, dios_clicks
 
 
@@ -34,6 +35,9 @@ class MoisResult:
     ious: list[float] = field(default_factory=list)  # after 0..max_clicks counted clicks
     seconds: float = 0.0
     exemplar_fallback: bool = False  # collective: the SOIS exemplar was empty/whole image, GT used
+    # object-level F1 (IoU > 0.5) of the instance split before the first counted recall click
+    # and after the last counted click (0 when no category mask exists yet)
+    instance_f1: tuple[float, float] = (0.0, 0.0)
 
 
 def make_exemplar(predictor, gt: np.ndarray, ignore: np.ndarray | None, max_clicks: int = 5,
@@ -57,11 +61,12 @@ def make_exemplar(predictor, gt: np.ndarray, ignore: np.ndarray | None, max_clic
 
 
 def recall_curve(recaller, target: np.ndarray, ignore: np.ndarray | None, budget: int,
-                 threshold: float = 0.49) -> tuple[list[float], float]:
-    """IoU of the category target before and after each of ``budget`` simulated recall clicks."""
+                 threshold: float = 0.49) -> tuple[list[float], float, tuple]:
+    """IoU of the category target before and after each of ``budget`` simulated recall clicks,
+    the seconds, and the (first, last) recall results."""
     t0 = time.perf_counter()
     clicks = Clicks()
-    result = recaller.recall(clicks, None)
+    result = first = recaller.recall(clicks, None)
     ious = [iou(result.mask, target, ignore)]
     for _ in range(budget):
         click = next_eval_click(result.mask, target, ignore, clicks)
@@ -71,7 +76,7 @@ def recall_curve(recaller, target: np.ndarray, ignore: np.ndarray | None, budget
         clicks = clicks.add(click.y, click.x, click.positive)
         result = recaller.recall(clicks, result.prob)
         ious.append(iou(result.mask, target, ignore))
-    return ious, time.perf_counter() - t0
+    return ious, time.perf_counter() - t0, (first, result)
 
 
 def evaluate_mois_target(recaller, predictor, image: np.ndarray, target: MoisTarget, mode: str,
@@ -93,24 +98,44 @@ def evaluate_mois_target(recaller, predictor, image: np.ndarray, target: MoisTar
     else:
         raise ValueError(f"unknown MOIS mode {mode!r}; use additional or collective")
     recaller.set_exemplar(exemplar, ex_clicks)
-    ious, seconds = recall_curve(recaller, gt, target.ignore, max(0, max_clicks - counted))
+    ious, seconds, (first, last) = recall_curve(recaller, gt, target.ignore, max(0, max_clicks - counted))
     # the curve over counted clicks: the exemplar's clicks come first (no category mask yet)
     curve = [0.0] * counted + ious
+    f1 = (instance_f1(first.instances, target.instances), instance_f1(last.instances, target.instances))
     return MoisResult(mode, target.sample, target.category, len(target.instances), counted,
-                      curve[: max_clicks + 1], seconds, fallback)
+                      curve[: max_clicks + 1], seconds, fallback, f1)
 
 
-def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, max_clicks: int = 20) -> MoisResult:
+class _KeepLast:
+    """Wraps an interactive method and keeps its last probability map."""
+
+    def __init__(self, method) -> None:
+        self.method, self.prob = method, None
+
+    def reset_object(self) -> None:
+        self.method.reset_object()
+
+    def predict(self, clicks: Clicks, prev_mask: np.ndarray | None = None) -> np.ndarray:
+        self.prob = self.method.predict(clicks, prev_mask)
+        return self.prob
+
+
+def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, max_clicks: int = 20,
+                            threshold: float = 0.49) -> MoisResult:
     """The SOIS-only reference: iCMFormer clicks the whole category target, exemplar ignored."""
     predictor.set_image(image)
-    ious, _, seconds = evaluate_object(predictor, target.target, target.ignore, max_clicks)
+    recorder = _KeepLast(predictor)
+    ious, _, seconds = evaluate_object(recorder, target.target, target.ignore, max_clicks)
+    final = np.zeros(target.target.shape, np.int32) if recorder.prob is None else \
+        split_instances(recorder.prob > threshold)  # the same instance split as the recall results
     return MoisResult("sois-only", target.sample, target.category, len(target.instances), 0,
-                      [0.0, *ious], seconds)
+                      [0.0, *ious], seconds, instance_f1=(0.0, instance_f1(final, target.instances)))
 
 
 def summarize_mois(results: list[MoisResult], thresholds=(0.85, 0.90), max_clicks: int = 20) -> dict[str, float]:
     """NoC@t (clicks until the target IoU ≥ t, max_clicks when never), NoFI@t (targets — one
-    per image and category — never reaching t) and mIoU+@k."""
+    per image and category — never reaching t), mIoU+@k, and the mean instance F1 before the
+    first counted recall click (F1@start) and at the end (F1@end)."""
     out: dict[str, float] = {"targets": len(results)}
     for t in thresholds:
         tag = f"{round(t * 100)}"
@@ -121,4 +146,6 @@ def summarize_mois(results: list[MoisResult], thresholds=(0.85, 0.90), max_click
         np.zeros((0, max_clicks + 1))
     for k in range(0, max_clicks + 1):
         out[f"mIoU+@{k}"] = float(arr[:, k].mean()) if len(arr) else float("nan")
+    out["F1@start"] = float(np.mean([r.instance_f1[0] for r in results])) if results else float("nan")
+    out["F1@end"] = float(np.mean([r.instance_f1[1] for r in results])) if results else float("nan")
     return out

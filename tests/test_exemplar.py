@@ -27,6 +27,17 @@ def test_split_instances_separates_touching_and_drops_specks():
         split_instances(np.zeros((2, 10, 10), bool))
 
 
+def test_split_instances_keeps_an_elongated_object_whole():
+    # a 20 x 30 box: its distance transform has a flat ridge whose local maxima are > 5 px apart;
+    # one object, not several (the h-maxima markers merge the ridge)
+    mask = np.zeros((60, 80), bool)
+    mask[20:40, 20:50] = True
+    assert split_instances(mask).max() == 1
+    mask[5:15, 60:78] = True  # a second, separate bar
+    labels = split_instances(mask)
+    assert labels.max() == 2 and labels[30, 30] != labels[10, 70]
+
+
 @pytest.fixture
 def recaller():
     return ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+from scipy import ndimage
 
 from napari_icmformer.data.readers import CocoInstances
 from napari_icmformer.evaluation_mois import (
@@ -95,7 +96,7 @@ class _OracleRecaller:
 
     def recall(self, clicks=None, prev_mask=None):
         m = self.target.copy() if self.perfect else np.zeros_like(self.target)
-        return RecallResult(m.astype(np.float32), m, m.astype(np.int32), type(clicks)())
+        return RecallResult(m.astype(np.float32), m, ndimage.label(m)[0], type(clicks)())
 
 
 def _target():
@@ -110,8 +111,10 @@ def test_perfect_recall_needs_no_extra_click_and_empty_recall_fails():
     bad = evaluate_mois_target(_OracleRecaller(t.target, perfect=False), None, image, t, "additional", max_clicks=5)
     s = summarize_mois([good], max_clicks=5)
     assert s["NoC@90"] == 0 and s["mIoU+@0"] == 1 and s["NoFI@90"] == 0
+    assert good.instance_f1 == (1.0, 1.0) and s["F1@end"] == 1
     s = summarize_mois([bad], max_clicks=5)
     assert s["NoC@90"] == 5 and s["NoFI@85"] == 1 and s["mIoU+@5"] == 0
+    assert s["F1@start"] == 0 and s["F1@end"] == 0
 
 
 def test_collective_counts_the_exemplar_clicks():
@@ -131,3 +134,21 @@ def test_sois_reference_clicks_the_whole_target():
     res = evaluate_sois_reference(Oracle(t.target), np.zeros((60, 80, 3), np.uint8), t, max_clicks=5)
     assert res.ious[0] == 0 and res.ious[1] == 1
     assert summarize_mois([res], max_clicks=5)["NoC@85"] == 1
+    assert res.instance_f1 == (0.0, 1.0)  # its final mask split into the two objects
+
+
+def test_instance_f1_counts_objects_matched_above_half_iou():
+    from napari_icmformer.metrics import instance_f1  # noqa: PLC0415
+
+    gt = [_box(20, 20, 0, 0, 5, 5), _box(20, 20, 10, 10, 15, 15), _box(20, 20, 0, 10, 5, 15)]
+    pred = np.zeros((20, 20), np.int32)
+    pred[0:5, 0:5] = 1  # exact
+    pred[10:15, 10:14] = 2  # IoU 0.8: a match
+    pred[15:20, 0:3] = 3  # nothing there: a false positive; gt[2] is missed
+    assert instance_f1(pred, gt) == pytest.approx(2 * 2 / 6)
+    merged = np.zeros((20, 20), np.int32)
+    merged[0:15, 0:15] = 1  # all three merged into one blob: matches none of them
+    assert instance_f1(merged, gt) == 0
+    assert instance_f1(np.zeros((20, 20), np.int32), []) == 1
+    with pytest.raises(ValueError, match="one-to-one"):
+        instance_f1(pred, gt, threshold=0.3)

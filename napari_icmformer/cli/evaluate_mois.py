@@ -61,7 +61,8 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
                 row[f"{tag} vs SOIS-only"] = row[tag] / ref_noc[tag]
     tags = [f"{round(t * 100)}" for t in args.iou_thresholds]
     ratio = f"NoC@{tags[-1]} vs SOIS-only"
-    cols = [f"NoC@{t}" for t in tags] + [f"NoFI@{t}" for t in tags] + ["mIoU+@0", "mIoU+@5", ratio]
+    cols = [f"NoC@{t}" for t in tags] + [f"NoFI@{t}" for t in tags] + ["mIoU+@0", "mIoU+@5", "F1@start",
+                                                                        "F1@end", ratio]
     lines = ["| method | dataset | targets | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows:
         vals = [("—" if c not in r else f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])) for c in cols]
@@ -70,7 +71,8 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
     print(table)
     print("MOIS protocol: Alg. 1 targets (categories with ≥2 instances); additional = golden exemplar + DIOS "
           "clicks, only recall clicks count; collective = SOIS exemplar (≤5 clicks, stop at <1 % gain) counts; "
-          "curves start at k = 0 (proposals before any counted click)")
+          "curves start at k = 0 (proposals before any counted click); F1 = object-level F1 of the instance "
+          "split (IoU > 0.5) before the first counted recall click / after the last click")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table + "\n")
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("method", "dataset"), k))

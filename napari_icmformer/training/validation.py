@@ -113,12 +113,14 @@ class MoisValidationTarget:
 
 
 class MoisValidationSet:
-    """Fixed Alg. 1 targets with golden exemplars and fixed DIOS clicks ("additional" protocol)."""
+    """Fixed Alg. 1 targets with golden exemplars and fixed DIOS clicks ("additional" protocol),
+    scored at the engine's recall view (``recall_view``), so ``best.pt`` is the best model as used."""
 
-    def __init__(self, targets: list[MoisValidationTarget]) -> None:
+    def __init__(self, targets: list[MoisValidationTarget],
+                 recall_view: int | None = PredictorConfig.recall_view) -> None:
         if not targets:
             raise ValueError("the MOIS validation set has no image with two objects of one category")
-        self.targets = targets
+        self.targets, self.recall_view = targets, recall_view
 
     @classmethod
     def from_dataset(cls, name: str, data_root: str | None, n_targets: int, max_side: int,
@@ -144,15 +146,16 @@ class MoisValidationSet:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, max_clicks: int = 10) -> dict[str, float]:
-        """NoC@85/90 and mIoU+@0/5 of the category target at the model's own size."""
+        """NoC@85/90 and mIoU+@0/5 of the category target (local recall updates, as the engine)."""
         model.eval()
         device = next(model.parameters()).device
-        recaller = ExemplarPredictor(model, PredictorConfig(device=str(device), precision="fp32", recall_view=None))
+        recaller = ExemplarPredictor(model, PredictorConfig(device=str(device), precision="fp32",
+                                                            recall_view=self.recall_view))
         results = []
         for vt in self.targets:
             recaller.set_image(vt.image)
             recaller.set_exemplar(vt.target.exemplar, vt.exemplar_clicks)
-            ious, _ = recall_curve(recaller, vt.target.target, vt.target.ignore, max_clicks)
+            ious, _, _ = recall_curve(recaller, vt.target.target, vt.target.ignore, max_clicks)
             results.append(MoisResult("additional", vt.target.sample, vt.target.category,
                                       len(vt.target.instances), 0, ious))
         s = summarize_mois(results, (0.85, 0.90), max_clicks)
