@@ -267,20 +267,37 @@ def test_mois_training_runs_loads_and_resumes(tmp_path, tiny_checkpoint):
     assert load_model(path).checkpoint_extra["step"] == 3
 
 
-def test_train_cli_task_mois(tmp_path, tiny_checkpoint):
+def _nuclei_folder(root, prefix: str, n: int = 2):
     from PIL import Image  # noqa: PLC0415
 
-    from napari_icmformer.cli.train import main as train_main  # noqa: PLC0415
-
-    root = tmp_path / "nuclei"
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
-    for i in range(2):
+    for i in range(n):
         lab = np.zeros((64, 64), np.uint16)
         lab[5:20, 5:20], lab[30:45, 10:25], lab[20:35, 40:55] = 1, 2, 3
         Image.fromarray(np.where(lab[..., None] > 0, 200, 20).astype(np.uint8).repeat(3, -1)).save(
-            root / "images" / f"n{i}.png")
-        Image.fromarray(lab).save(root / "labels" / f"n{i}.png")
+            root / "images" / f"{prefix}{i}.png")
+        Image.fromarray(lab).save(root / "labels" / f"{prefix}{i}.png")
+    return root
+
+
+def test_mois_validation_shares_its_targets_among_several_datasets(tmp_path):
+    from napari_icmformer.training.mois_trainer import MoisTrainer  # noqa: PLC0415
+
+    a = _nuclei_folder(tmp_path / "fluo", "f", 3)
+    b = _nuclei_folder(tmp_path / "histo", "h", 3)
+    cfg = _tiny_cfg(tmp_path, 1)
+    cfg.val_dataset, cfg.val_objects, cfg.val_every = [str(a), str(b)], 4, 1
+    trainer = MoisTrainer(cfg, _instance_pool())
+    samples = [t.target.sample for t in trainer.validation.targets]
+    assert len(samples) == 4  # 2 from each, not 4 from the first
+    assert sum(s.startswith("f") for s in samples) == 2 and sum(s.startswith("h") for s in samples) == 2
+
+
+def test_train_cli_task_mois(tmp_path, tiny_checkpoint):
+    from napari_icmformer.cli.train import main as train_main  # noqa: PLC0415
+
+    root = _nuclei_folder(tmp_path / "nuclei", "n")
     out = tmp_path / "mois"
     args = ["--task", "mois", "--datasets", str(root), "--init-from", str(tiny_checkpoint), "--iterations", "1",
             "--batch-size", "2", "--warmup", "1", "--out-dir", str(out),

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "model_overrides":
             continue
-        if f.name == "datasets":
+        if f.name in ("datasets", "val_dataset"):
             p.add_argument(flag, nargs="+", default=None)
         elif f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if cfg.datasets == TrainConfig().datasets:  # not chosen: the instance-annotated sets
             cfg.datasets = list(MOIS_DATASETS)
-        if cfg.val_dataset == "auto":
+        if cfg.val_dataset in ("auto", ["auto"]):
             cfg.val_dataset = None  # NoC validation is SOIS-only for now
         trainer: Trainer = MoisTrainer(cfg)
     else:

@@ -11,6 +11,8 @@ protocol on fixed targets and keeps ``best.pt`` by category NoC@85, then mIoU+@5
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from src_models import build_model, coord_maps, get_config
@@ -29,9 +31,11 @@ MOIS_DATASETS = ["DSB2018", "MoNuSeg", "EPFL_EM", "PennFudanPed", "COCO_Tiny_tra
 class MoisTrainer(Trainer):
     min_object_area = 4  # small instances still belong to the category target
 
-    def make_validation(self, name: str) -> MoisValidationSet:
+    def make_validation(self, names: list[str]) -> MoisValidationSet:
         cfg = self.cfg
-        return MoisValidationSet.from_dataset(name, cfg.data_root, cfg.val_objects, cfg.max_side, cfg.seed)
+        per = max(1, math.ceil(cfg.val_objects / len(names)))
+        sets = [MoisValidationSet.from_dataset(n, cfg.data_root, per, cfg.max_side, cfg.seed) for n in names]
+        return MoisValidationSet([t for vs in sets for t in vs.targets])
 
     def make_model(self) -> torch.nn.Module:
         cfg = self.cfg

@@ -52,8 +52,9 @@ class TrainConfig:
     limit_per_dataset: int | None = None
     # validation on held-out data (never a benchmark) picks best.pt: SOIS NoC, or for MOIS the
     # category-target NoC then mIoU+@5 (golden exemplar, recall clicks)
-    # "auto" = COCO_Tiny_val when data_root is set, else no validation; or a name / folder; None = off
-    val_dataset: str | None = "auto"
+    # "auto" = COCO_Tiny_val when data_root is set, else no validation; or names / folders (the
+    # objects are shared out among them: hold out every kind of image you train on); None = off
+    val_dataset: str | list[str] | None = "auto"
     val_every: int = 500
     val_objects: int = 40
     val_max_clicks: int = 10
@@ -102,13 +103,14 @@ class Trainer:
         self.pool = pool
         self.setup_sampling()
         self.validation = None  # ValidationSet / MoisValidationSet
-        val_name = cfg.val_dataset if self.dist.is_main else None  # rank 0 validates
-        if isinstance(val_name, str) and val_name.lower() in ("", "none", "off"):
-            val_name = None
-        if val_name == "auto":
-            val_name = "COCO_Tiny_val" if cfg.data_root else None
-        if val_name and cfg.val_every > 0:
-            self.validation = self.make_validation(val_name)
+        val_names = cfg.val_dataset if self.dist.is_main else None  # rank 0 validates
+        val_names = [val_names] if isinstance(val_names, str) else list(val_names or [])
+        if len(val_names) == 1 and val_names[0].lower() in ("", "none", "off"):
+            val_names = []
+        if val_names == ["auto"]:
+            val_names = ["COCO_Tiny_val"] if cfg.data_root else []
+        if val_names and cfg.val_every > 0:
+            self.validation = self.make_validation(val_names)
         self.best_key: tuple[float, ...] = (math.inf,)  # the validation set's key of best.pt
 
     min_object_area = 40  # pooled objects smaller than this (pixels) are not trained on
@@ -118,10 +120,13 @@ class Trainer:
         """NoC@85 of ``best.pt`` (the first entry of every validation key)."""
         return self.best_key[0]
 
-    def make_validation(self, name: str):
-        """The held-out set that picks ``best.pt`` (SOIS protocol here)."""
+    def make_validation(self, names: list[str]):
+        """The held-out set that picks ``best.pt`` (SOIS protocol here), ``val_objects`` shared
+        out among the datasets."""
         cfg = self.cfg
-        return ValidationSet.from_dataset(name, cfg.data_root, cfg.val_objects, cfg.max_side, cfg.val_min_area)
+        per = max(1, math.ceil(cfg.val_objects / len(names)))
+        sets = [ValidationSet.from_dataset(n, cfg.data_root, per, cfg.max_side, cfg.val_min_area) for n in names]
+        return ValidationSet([o for vs in sets for o in vs.objects])
 
     def make_model(self) -> torch.nn.Module:
         cfg = self.cfg
