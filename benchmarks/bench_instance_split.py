@@ -1,7 +1,7 @@
 """How well ``split_instances`` turns a category mask into instances (object F1, IoU > 0.5).
 
 Splits the ground-truth category mask of every image (the union of its instances), so the
-number measures the splitter alone; ``--checkpoint`` adds the shipped iCMFormer++ proposal from a
+number measures the splitter alone; ``--proposal`` adds the shipped iCMFormer++ proposal from a
 golden exemplar (the k = 0 mask of ``icmformer-eval --task mois``, same targets and seeds).
 Choose parameters on training splits only, e.g.::
 

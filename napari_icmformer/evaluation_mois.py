@@ -101,7 +101,8 @@ def evaluate_mois_target(recaller, predictor, image: np.ndarray, target: MoisTar
     ious, seconds, (first, last) = recall_curve(recaller, gt, target.ignore, max(0, max_clicks - counted))
     # the curve over counted clicks: the exemplar's clicks come first (no category mask yet)
     curve = [0.0] * counted + ious
-    f1 = (instance_f1(first.instances, target.instances), instance_f1(last.instances, target.instances))
+    f1 = (instance_f1(first.instances, target.instances, ignore=target.ignore),
+          instance_f1(last.instances, target.instances, ignore=target.ignore))
     return MoisResult(mode, target.sample, target.category, len(target.instances), counted,
                       curve[: max_clicks + 1], seconds, fallback, f1)
 
@@ -128,8 +129,9 @@ def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, ma
     ious, _, seconds = evaluate_object(recorder, target.target, target.ignore, max_clicks)
     final = np.zeros(target.target.shape, np.int32) if recorder.prob is None else \
         split_instances(recorder.prob > threshold)  # the same instance split as the recall results
+    f1 = instance_f1(final, target.instances, ignore=target.ignore)
     return MoisResult("sois-only", target.sample, target.category, len(target.instances), 0,
-                      [0.0, *ious], seconds, instance_f1=(0.0, instance_f1(final, target.instances)))
+                      [0.0, *ious], seconds, instance_f1=(0.0, f1))
 
 
 def summarize_mois(results: list[MoisResult], thresholds=(0.85, 0.90), max_clicks: int = 20) -> dict[str, float]:

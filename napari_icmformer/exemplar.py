@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from skimage.feature import peak_local_max
-from skimage.morphology import h_maxima
+from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
 from src_models import Clicks, coord_maps
@@ -39,14 +39,23 @@ from .image import to_rgb01
 from .weights import default_checkpoint
 
 
+def extended_maxima(dist: np.ndarray, h: float) -> np.ndarray:
+    """The regional maxima of ``dist`` after h-reconstruction (extended maxima): every dome at
+    least ``h`` high becomes one plateau, whatever the orientation of a flat or tilted ridge."""
+    if h <= 0:
+        raise ValueError(f"h must be > 0, got {h}")
+    return local_maxima(reconstruction(dist - h, dist, method="dilation"), connectivity=2) & (dist > 0)
+
+
 def split_instances(mask: np.ndarray, min_size: int = 16, min_distance: int = 5,
                     h: float | None = 1.0) -> np.ndarray:
     """Instance labels (int32, 0 = background) of a category mask.
 
     Connected components first; touching objects inside one component are separated by the
-    classic watershed on the distance transform. Markers: the h-maxima of the distance
-    transform (regional maxima at least ``h`` px higher than their surroundings, so a flat
-    ridge is one marker, not several) that hold a local maximum at least ``min_distance`` apart.
+    classic watershed on the distance transform. Markers: the extended maxima of the distance
+    transform (domes at least ``h`` px high, each one plateau, so the ridge of an elongated
+    object is one marker at any angle, not several) that hold a local maximum at least
+    ``min_distance`` apart.
     On the ground-truth masks of the training splits this splits touching nuclei at object F1
     0.91 (DSB2018[:50]) / 0.95 (MoNuSeg[56:]), against 0.86 / 0.85 with the local maxima alone
     (``h=None``; ``benchmarks/bench_instance_split.py``). Pieces under ``min_size`` px are dropped.
@@ -70,8 +79,8 @@ def split_instances(mask: np.ndarray, min_size: int = 16, min_distance: int = 5,
             markers = np.zeros(comp.shape, np.int32)
             markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
             kept = np.arange(1, len(peaks) + 1)
-        else:  # one marker per h-maximum region that holds a local maximum
-            markers, _ = ndimage.label(h_maxima(dist, h))
+        else:  # one marker per extended maximum (8-connected) that holds a local maximum
+            markers, _ = ndimage.label(extended_maxima(dist, h), structure=np.ones((3, 3)))
             kept = np.unique(markers[peaks[:, 0], peaks[:, 1]]) if len(peaks) else np.zeros(0, int)
             kept = kept[kept > 0]
             markers = np.where(np.isin(markers, kept), markers, 0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from skimage.metrics import contingency_table
 
 
 def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
@@ -44,22 +43,34 @@ def summarize(curves: Sequence[Sequence[float]], thresholds: Sequence[float], ma
     return out
 
 
-def instance_f1(pred_labels: np.ndarray, gt_instances: Sequence[np.ndarray], threshold: float = 0.5) -> float:
+def instance_f1(pred_labels: np.ndarray, gt_instances: Sequence[np.ndarray], threshold: float = 0.5,
+                ignore: np.ndarray | None = None) -> float:
     """Object-level F1 for instance segmentation (what counting users need): a predicted
-    instance matches a ground-truth one when their IoU exceeds ``threshold`` (≥ 0.5 makes the
-    matching one-to-one). No objects on either side gives 1."""
+    instance (label > 0) matches a ground-truth instance when their IoU exceeds ``threshold``
+    (≥ 0.5, so each side matches at most once). Each GT instance is scored on its own mask, so
+    overlapping GT instances are fine; pixels under ``ignore`` are left out as in :func:`iou`
+    (objects entirely inside it do not count). No objects on either side gives 1."""
     if threshold < 0.5:
         raise ValueError("instance_f1 needs threshold >= 0.5 for a one-to-one matching")
-    gt_labels = np.zeros(pred_labels.shape, np.int64)
-    for k, m in enumerate(gt_instances, start=1):
-        gt_labels[np.asarray(m, bool)] = k
-    n_gt, n_pred = len(gt_instances), len(np.unique(pred_labels[pred_labels > 0]))
+    pred = np.asarray(pred_labels)
+    keep = None if ignore is None else ~np.asarray(ignore, bool)
+    pred = np.where((pred > 0) if keep is None else (pred > 0) & keep, pred, 0)
+    ids, index = np.unique(pred, return_inverse=True)
+    index = index.reshape(pred.shape)
+    pred_area = np.bincount(index.ravel(), minlength=len(ids))
+    is_object = ids > 0
+    n_pred, n_gt, matched = int(is_object.sum()), 0, set()
+    for instance in gt_instances:
+        m = np.asarray(instance, bool) if keep is None else np.asarray(instance, bool) & keep
+        area = int(np.count_nonzero(m))
+        if area == 0:
+            continue
+        n_gt += 1
+        overlap = np.bincount(index[m], minlength=len(ids))
+        ious = np.where(is_object, overlap / (area + pred_area - overlap), 0.0)
+        best = int(np.argmax(ious))
+        if ious[best] > threshold and best not in matched:
+            matched.add(best)
     if n_gt + n_pred == 0:
         return 1.0
-    pred_ids, pred_inv = np.unique(pred_labels, return_inverse=True)
-    overlap = contingency_table(gt_labels, pred_inv.reshape(pred_labels.shape)).toarray()
-    gt_area, pred_area = overlap.sum(1, keepdims=True), overlap.sum(0, keepdims=True)
-    ious = overlap / np.maximum(gt_area + pred_area - overlap, 1)
-    ious = ious[1:, 1:] if pred_ids[0] == 0 else ious[1:, :]
-    matches = int((ious > threshold).sum())
-    return 2.0 * matches / (n_gt + n_pred)
+    return 2.0 * len(matched) / (n_gt + n_pred)

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from skimage.draw import disk
+from skimage.draw import disk, ellipse
 
 from napari_icmformer.checkpoints import CheckpointError, save_checkpoint
 from napari_icmformer.engine import PredictorConfig
@@ -36,6 +36,12 @@ def test_split_instances_keeps_an_elongated_object_whole():
     mask[5:15, 60:78] = True  # a second, separate bar
     labels = split_instances(mask)
     assert labels.max() == 2 and labels[30, 30] != labels[10, 70]
+    for angle in (10, 30, 45, 60):  # tilted ridges too (an elongated nucleus at any angle)
+        tilted = np.zeros((120, 120), bool)
+        tilted[ellipse(60, 60, 12, 40, rotation=np.deg2rad(angle), shape=tilted.shape)] = True
+        assert split_instances(tilted).max() == 1, angle
+    with pytest.raises(ValueError, match="h must be"):
+        split_instances(mask, h=0)
 
 
 @pytest.fixture

@@ -150,5 +150,14 @@ def test_instance_f1_counts_objects_matched_above_half_iou():
     merged[0:15, 0:15] = 1  # all three merged into one blob: matches none of them
     assert instance_f1(merged, gt) == 0
     assert instance_f1(np.zeros((20, 20), np.int32), []) == 1
+    assert instance_f1(np.zeros((20, 20), np.int32), [np.zeros((20, 20), bool)]) == 1  # an empty GT is no object
+    # overlapping GT instances (COCO polygons can overlap): the order does not matter
+    small, big = _box(20, 20, 2, 2, 6, 6), _box(20, 20, 0, 0, 10, 10)
+    both = np.zeros((20, 20), np.int32)
+    both[0:10, 0:10], both[2:6, 2:6] = 2, 1
+    assert instance_f1(both, [small, big]) == instance_f1(both, [big, small])
+    # ignore: a prediction inside an ignored (crowd) region is not a false positive
+    crowd = _box(20, 20, 15, 0, 20, 5)
+    assert instance_f1(pred, gt, ignore=crowd) == pytest.approx(2 * 2 / 5)
     with pytest.raises(ValueError, match="one-to-one"):
         instance_f1(pred, gt, threshold=0.3)
