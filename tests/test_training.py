@@ -292,6 +292,9 @@ def test_mois_validation_shares_its_targets_among_several_datasets(tmp_path):
     samples = [t.target.sample for t in trainer.validation.targets]
     assert len(samples) == 4  # 2 from each, not 4 from the first
     assert sum(s.startswith("f") for s in samples) == 2 and sum(s.startswith("h") for s in samples) == 2
+    cfg.val_dataset = ["auto", str(a)]  # "auto" is not a dataset name
+    with pytest.raises(ValueError, match="stand alone"):
+        MoisTrainer(cfg, _instance_pool())
 
 
 def test_train_cli_task_mois(tmp_path, tiny_checkpoint):

@@ -104,7 +104,10 @@ class Trainer:
         self.setup_sampling()
         self.validation = None  # ValidationSet / MoisValidationSet
         val_names = cfg.val_dataset if self.dist.is_main else None  # rank 0 validates
-        val_names = [val_names] if isinstance(val_names, str) else list(val_names or [])
+        val_names = [val_names] if isinstance(val_names, (str, os.PathLike)) else list(val_names or [])
+        val_names = [str(n) for n in val_names if n is not None]
+        if len(val_names) > 1 and any(n.lower() in ("", "auto", "none", "off") for n in val_names):
+            raise ValueError(f"val_dataset {val_names}: 'auto' / 'none' stand alone, not in a list of datasets")
         if len(val_names) == 1 and val_names[0].lower() in ("", "none", "off"):
             val_names = []
         if val_names == ["auto"]:
