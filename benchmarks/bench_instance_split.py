@@ -6,7 +6,7 @@ golden exemplar (the k = 0 mask of ``icmformer-eval --task mois``, same targets 
 Choose parameters on training splits only, e.g.::
 
     python benchmarks/bench_instance_split.py --data-root ../shared/data \\
-        --datasets "DSB2018[:50]" "MoNuSeg[56:]" --h none 0.5 1 2
+        --datasets "DSB2018[:50]" "MoNuSeg[56:]" COCO_Tiny_train --h none 1 r0.1 r0.2 r0.3
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from napari_icmformer.data.readers import open_dataset
-from napari_icmformer.exemplar import ExemplarPredictor, split_instances
+from napari_icmformer.exemplar import ExemplarPredictor, split_height, split_instances
 from napari_icmformer.metrics import instance_f1
 from napari_icmformer.mois import build_mois_targets, dios_clicks
 
@@ -27,14 +27,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", required=True)
     p.add_argument("--datasets", nargs="+", default=["DSB2018[:50]", "MoNuSeg[56:]"])
-    p.add_argument("--h", nargs="+", default=["none", "1"], help="h-maxima heights; none = local maxima only")
+    p.add_argument("--h", nargs="+", default=["none", "1", "r0.1"],
+                   help="marker heights in px; rC = max(1, C x the exemplar's radius) (the engine's rule); "
+                        "none = local maxima only")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--proposal", action="store_true", help="also split the shipped iCMFormer++ proposal")
     args = p.parse_args()
-    hs = [None if h.lower() == "none" else float(h) for h in args.h]
+    def height(spec: str, exemplar: np.ndarray) -> float | None:
+        if spec.lower() == "none":
+            return None
+        return split_height(exemplar, float(spec[1:])) if spec.startswith("r") else float(spec)
+
     recaller = ExemplarPredictor.from_checkpoint(None) if args.proposal else None
     print("| dataset | mask | connected components | " + " | ".join(f"h={h}" for h in args.h) + " |")
-    print("|---|---|---|" + "---|" * len(hs))
+    print("|---|---|---|" + "---|" * len(args.h))
     for name in args.datasets:
         ds = open_dataset(name, args.data_root)
         rng = np.random.default_rng(0)
@@ -50,8 +56,9 @@ def main() -> None:
                                                                        np.random.default_rng(i * 101 + t_index)))
                     masks["proposal"] = recaller.recall().mask
                 for kind, mask in masks.items():
-                    row = [instance_f1(ndimage.label(mask)[0], target.instances)]
-                    row += [instance_f1(split_instances(mask, h=h), target.instances) for h in hs]
+                    row = [instance_f1(ndimage.label(mask)[0], target.instances, ignore=target.ignore)]
+                    row += [instance_f1(split_instances(mask, h=height(h, target.exemplar)), target.instances,
+                                        ignore=target.ignore) for h in args.h]
                     scores[kind].append(row)
         for kind, rows in scores.items():
             if rows:

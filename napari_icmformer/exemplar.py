@@ -47,6 +47,13 @@ def extended_maxima(dist: np.ndarray, h: float) -> np.ndarray:
     return local_maxima(reconstruction(dist - h, dist, method="dilation"), connectivity=2) & (dist > 0)
 
 
+def split_height(exemplar: np.ndarray, per_radius: float) -> float:
+    """The watershed marker height for objects like ``exemplar``: max(1 px, per_radius x its
+    equivalent radius)."""
+    radius = float(np.sqrt(np.count_nonzero(exemplar) / np.pi))
+    return max(1.0, per_radius * radius)
+
+
 def split_instances(mask: np.ndarray, min_size: int = 16, min_distance: int = 5,
                     h: float | None = 1.0) -> np.ndarray:
     """Instance labels (int32, 0 = background) of a category mask.
@@ -240,4 +247,5 @@ class ExemplarPredictor:
         if self.config.recall_update == "local" and prev_mask is not None and len(clicks):
             prob = local_update(prev, prob, clicks[-1].y, clicks[-1].x, self.config.threshold)
         mask = prob > self.config.threshold
-        return RecallResult(prob, mask, split_instances(mask, min_size=min_size), pseudo)
+        marker_height = split_height(self._exemplar[0], self.config.split_h_per_radius)
+        return RecallResult(prob, mask, split_instances(mask, min_size=min_size, h=marker_height), pseudo)

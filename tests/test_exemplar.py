@@ -4,7 +4,7 @@ from skimage.draw import disk, ellipse
 
 from napari_icmformer.checkpoints import CheckpointError, save_checkpoint
 from napari_icmformer.engine import PredictorConfig
-from napari_icmformer.exemplar import ExemplarPredictor, local_update, split_instances
+from napari_icmformer.exemplar import ExemplarPredictor, local_update, split_height, split_instances
 from napari_icmformer.weights import DEFAULTS
 from src_models import Clicks
 from tests.test_icmformer_pp import tiny_pp
@@ -42,6 +42,21 @@ def test_split_instances_keeps_an_elongated_object_whole():
         assert split_instances(tilted).max() == 1, angle
     with pytest.raises(ValueError, match="h must be"):
         split_instances(mask, h=0)
+
+
+def test_split_height_follows_the_exemplar_size():
+    big, small = np.zeros((200, 200), bool), np.zeros((200, 200), bool)
+    big[disk((100, 100), 50)] = True
+    small[disk((100, 100), 3)] = True
+    assert split_height(big, 0.2) == pytest.approx(10, rel=0.02)
+    assert split_height(small, 0.2) == 1.0  # never below 1 px
+    # a large object with a shallow waist (two r=30 discs 30 px apart: 4 px deep) is one
+    # object for a large exemplar (h = 6 px), while h = 1 px would cut it in two
+    blob = np.zeros((120, 160), bool)
+    blob[disk((60, 65), 30, shape=blob.shape)] = True
+    blob[disk((60, 95), 30, shape=blob.shape)] = True
+    assert split_instances(blob, h=1.0).max() == 2
+    assert split_instances(blob, h=split_height(big, 0.12)).max() == 1
 
 
 @pytest.fixture
