@@ -18,9 +18,17 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from napari_icmformer.data.readers import open_dataset
+from napari_icmformer.evaluation_mois import target_seed
 from napari_icmformer.exemplar import ExemplarPredictor, split_height, split_instances
 from napari_icmformer.metrics import instance_f1
 from napari_icmformer.mois import build_mois_targets, dios_clicks
+
+
+def height(spec: str, exemplar: np.ndarray) -> float | None:
+    """``none`` -> None (local maxima), ``rC`` -> the engine's exemplar-relative rule, else px."""
+    if spec.lower() == "none":
+        return None
+    return split_height(exemplar, float(spec[1:])) if spec.startswith("r") else float(spec)
 
 
 def main() -> None:
@@ -33,11 +41,6 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--proposal", action="store_true", help="also split the shipped iCMFormer++ proposal")
     args = p.parse_args()
-    def height(spec: str, exemplar: np.ndarray) -> float | None:
-        if spec.lower() == "none":
-            return None
-        return split_height(exemplar, float(spec[1:])) if spec.startswith("r") else float(spec)
-
     recaller = ExemplarPredictor.from_checkpoint(None) if args.proposal else None
     print("| dataset | mask | connected components | " + " | ".join(f"h={h}" for h in args.h) + " |")
     print("|---|---|---|" + "---|" * len(args.h))
@@ -50,10 +53,10 @@ def main() -> None:
             sample = ds[i]
             for t_index, target in enumerate(build_mois_targets(sample, rng)):
                 masks = {"GT": target.target}
-                if recaller is not None:  # the seeds of icmformer-eval --task mois (seed 0)
+                if recaller is not None:  # the exemplar clicks of icmformer-eval --task mois (seed 0)
                     recaller.set_image(sample.image)
-                    recaller.set_exemplar(target.exemplar, dios_clicks(target.exemplar,
-                                                                       np.random.default_rng(i * 101 + t_index)))
+                    rng_clicks = np.random.default_rng(target_seed(0, i, t_index))
+                    recaller.set_exemplar(target.exemplar, dios_clicks(target.exemplar, rng_clicks))
                     masks["proposal"] = recaller.recall().mask
                 for kind, mask in masks.items():
                     row = [instance_f1(ndimage.label(mask)[0], target.instances, ignore=target.ignore)]

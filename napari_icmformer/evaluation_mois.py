@@ -41,6 +41,12 @@ class MoisResult:
     instance_f1: tuple[float, float] = (0.0, 0.0)
 
 
+def target_seed(seed: int, image_index: int, target_index: int) -> int:
+    """The seed of a target's DIOS exemplar clicks: fixed per (run seed, image, target), so every
+    method and every script sees the same exemplar clicks."""
+    return seed * 100003 + image_index * 101 + target_index
+
+
 def make_exemplar(predictor, gt: np.ndarray, ignore: np.ndarray | None, max_clicks: int = 5,
                   min_gain: float = 0.01, threshold: float = 0.49) -> tuple[np.ndarray, Clicks]:
     """Collective mode: the SOIS model segments the exemplar; stop after ``max_clicks`` or when a

@@ -195,6 +195,8 @@ class ExemplarPredictor:
             first = first_eval_click(mask)
             clicks = clicks.add(first.y, first.x, True)
         self._exemplar, self._exemplar_feats = (mask, clicks), None
+        # the instance split's marker height depends on the exemplar only: once per exemplar
+        self._split_height = split_height(mask, self.config.split_h_per_radius)
 
     @torch.no_grad()
     def _exemplar_features(self) -> ExemplarFeatures:
@@ -247,5 +249,4 @@ class ExemplarPredictor:
         if self.config.recall_update == "local" and prev_mask is not None and len(clicks):
             prob = local_update(prev, prob, clicks[-1].y, clicks[-1].x, self.config.threshold)
         mask = prob > self.config.threshold
-        marker_height = split_height(self._exemplar[0], self.config.split_h_per_radius)
-        return RecallResult(prob, mask, split_instances(mask, min_size=min_size, h=marker_height), pseudo)
+        return RecallResult(prob, mask, split_instances(mask, min_size=min_size, h=self._split_height), pseudo)

@@ -29,7 +29,7 @@ def test_split_instances_separates_touching_and_drops_specks():
 
 def test_split_instances_keeps_an_elongated_object_whole():
     # a 20 x 30 box: its distance transform has a flat ridge whose local maxima are > 5 px apart;
-    # one object, not several (the h-maxima markers merge the ridge)
+    # one object, not several (the extended-maxima markers merge the ridge)
     mask = np.zeros((60, 80), bool)
     mask[20:40, 20:50] = True
     assert split_instances(mask).max() == 1

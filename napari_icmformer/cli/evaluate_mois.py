@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..engine import Predictor, PredictorConfig
-from ..evaluation_mois import evaluate_mois_target, evaluate_sois_reference, summarize_mois
+from ..evaluation_mois import evaluate_mois_target, evaluate_sois_reference, summarize_mois, target_seed
 from ..exemplar import ExemplarPredictor
 from ..mois import build_mois_targets
 from .evaluate import plot_curves
@@ -39,7 +39,7 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
         for i in tqdm(range(n), desc=f"MOIS {name}", dynamic_ncols=True):
             sample = ds[i]
             for t_index, target in enumerate(build_mois_targets(sample, rng)):
-                seed = args.seed * 100003 + i * 101 + t_index
+                seed = target_seed(args.seed, i, t_index)
                 ref = evaluate_sois_reference(predictor, sample.image, target, args.max_clicks)
                 results.setdefault("sois-only", []).append(ref)
                 for label, recaller in recallers:

@@ -11,8 +11,6 @@ protocol on fixed targets and keeps ``best.pt`` by category NoC@85, then mIoU+@5
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from src_models import build_model, coord_maps, get_config
@@ -32,8 +30,7 @@ class MoisTrainer(Trainer):
     min_object_area = 4  # small instances still belong to the category target
 
     def make_validation(self, names: list[str]) -> MoisValidationSet:
-        cfg = self.cfg
-        per = max(1, math.ceil(cfg.val_objects / len(names)))
+        cfg, per = self.cfg, self.val_share(names)
         sets = [MoisValidationSet.from_dataset(n, cfg.data_root, per, cfg.max_side, cfg.seed) for n in names]
         return MoisValidationSet([t for vs in sets for t in vs.targets])
 

@@ -123,11 +123,14 @@ class Trainer:
         """NoC@85 of ``best.pt`` (the first entry of every validation key)."""
         return self.best_key[0]
 
+    def val_share(self, names: list[str]) -> int:
+        """Validation objects per dataset: ``val_objects`` shared out (at least one each)."""
+        return max(1, math.ceil(self.cfg.val_objects / len(names)))
+
     def make_validation(self, names: list[str]):
         """The held-out set that picks ``best.pt`` (SOIS protocol here), ``val_objects`` shared
         out among the datasets."""
-        cfg = self.cfg
-        per = max(1, math.ceil(cfg.val_objects / len(names)))
+        cfg, per = self.cfg, self.val_share(names)
         sets = [ValidationSet.from_dataset(n, cfg.data_root, per, cfg.max_side, cfg.val_min_area) for n in names]
         return ValidationSet([o for vs in sets for o in vs.objects])
 
