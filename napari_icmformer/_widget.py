@@ -393,7 +393,8 @@ class SegmentationWidget(Container):
             return  # stale
         session.result = result
         n = self._show_proposals()
-        self.status.value = f"{n} proposals in {seconds * 1000:.0f} ms · click to fix, then Accept"
+        tiles = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
+        self.status.value = f"{n} proposals in {seconds * 1000:.0f} ms{tiles} · click to fix, then Accept"
 
     def proposals(self) -> np.ndarray | None:
         """The current proposals (instance labels of the slice), committed objects left out."""

@@ -10,7 +10,7 @@ Used by the napari plugin, ``icmformer-segment`` and ``icmformer-eval`` alike::
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from src_models.clicks import clicks_to_tensor
 
 from .checkpoints import load_model
 from .image import to_rgb01
+from .recall_views import TilingConfig
 from .weights import default_checkpoint
 
 Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
@@ -54,6 +55,9 @@ class PredictorConfig:
     # previous or new category mask) under the click, so a click never drops objects elsewhere;
     # "global" = the model's whole new mask (the paper's protocol). BENCHMARKS.md compares them.
     recall_update: str = "local"
+    # images larger than recall_view are cut into recall_view tiles at one scale instead of
+    # being squeezed whole (small objects keep their pixels; BENCHMARKS.md, "Large images")
+    recall_tiling: TilingConfig = field(default_factory=TilingConfig)
     # instance split of the recall mask: the watershed markers must stand out by
     # h = max(1 px, split_h_per_radius x the exemplar's radius), so big objects (people, cars)
     # are not cut at every bump of their outline while small nuclei still separate

@@ -17,6 +17,7 @@ on another object of the category, SPEC §2) and are not fed to the recall branc
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,15 @@ from .checkpoints import load_model
 from .clicking import first_eval_click
 from .engine import PredictorConfig, check_clicks, resolve_device, resolve_dtype
 from .image import to_rgb01
+from .recall_views import (
+    RecallLayout,
+    blend_weights,
+    contains,
+    exemplar_patch_box,
+    paste_corner,
+    plan_layout,
+    to_layout_box,
+)
 from .weights import default_checkpoint
 
 
@@ -120,6 +130,7 @@ class RecallResult:
     mask: np.ndarray  # (H, W) bool at the threshold
     instances: np.ndarray  # (H, W) int32 instance labels of ``mask``
     pseudo_negatives: Clicks  # exemplar negatives found on recalled objects (not fed as negatives)
+    tiles: int = 1  # network views it took (> 1: a large image seen in tiles)
 
 
 class ExemplarPredictor:
@@ -136,11 +147,14 @@ class ExemplarPredictor:
         if self.size % model.cfg.patch_size or self.size < 2 * model.cfg.patch_size:
             raise ValueError(f"recall_view {self.size} must be a multiple of the patch size "
                              f"{model.cfg.patch_size} and at least {2 * model.cfg.patch_size}")
-        self._image: torch.Tensor | None = None  # (1, 3, S, S) network view of the image
+        self._rgb: torch.Tensor | None = None  # (1, 3, H, W) image in [0, 1]
         self._shape: tuple[int, int] | None = None
-        self._recall_feats = None
+        self._layout: RecallLayout | None = None  # chosen per exemplar (its size decides)
+        self._layout_image: torch.Tensor | None = None  # (1, 3, Hp, Wp) the image in the layout
+        self._recall_feats: dict[RecallLayout, list] = {}  # per layout, per tile
         self._exemplar: tuple[np.ndarray, Clicks] | None = None
-        self._exemplar_feats: ExemplarFeatures | None = None
+        self._tiles: list[_ExemplarTile] = []
+        self._tile_probs: dict[int, tuple[bytes, np.ndarray]] = {}  # tile → (input digest, prob)
         self.last_recall_clicks = Clicks()  # what the recall branch saw last (user + true negatives)
         self.stats = {"image_encodes": 0, "exemplar_encodes": 0, "decodes": 0}
 
@@ -156,12 +170,10 @@ class ExemplarPredictor:
 
     # -- image and exemplar -------------------------------------------------------------------
     def set_image(self, image: object) -> None:
-        rgb = torch.from_numpy(to_rgb01(image)).permute(2, 0, 1)[None].to(self.device)
-        self._shape = (int(rgb.shape[2]), int(rgb.shape[3]))
-        self._image = F.interpolate(rgb, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                    antialias=True)
-        self._recall_feats = None
-        self._exemplar, self._exemplar_feats = None, None
+        self._rgb = torch.from_numpy(to_rgb01(image)).permute(2, 0, 1)[None].to(self.device)
+        self._shape = (int(self._rgb.shape[2]), int(self._rgb.shape[3]))
+        self._layout, self._layout_image, self._recall_feats = None, None, {}
+        self._exemplar, self._tiles, self._tile_probs = None, [], {}
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -169,13 +181,22 @@ class ExemplarPredictor:
             raise RuntimeError("no image set: call set_image(image) first")
         return self._shape
 
-    def _to_view(self, array: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.asarray(array, np.float32))[None, None].to(self.device)
-        return F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)
+    @property
+    def layout(self) -> RecallLayout:
+        """How the image is seen for the current exemplar: squeezed whole, or tiled."""
+        if self._layout is None:
+            raise RuntimeError("no exemplar: call set_exemplar(mask, clicks) first")
+        return self._layout
 
-    def _view_clicks(self, clicks: Clicks) -> Clicks:
-        h, w = self.image_shape
-        sy, sx = self.size / h, self.size / w
+    def _to_layout(self, array: np.ndarray) -> torch.Tensor:
+        """A (H, W) map in the layout (1, 1, Hp, Wp), zero in the padding."""
+        lay = self.layout
+        t = torch.from_numpy(np.asarray(array, np.float32))[None, None].to(self.device)
+        t = F.interpolate(t, size=lay.shape, mode="bilinear", align_corners=False)
+        return F.pad(t, (0, lay.padded[1] - lay.shape[1], 0, lay.padded[0] - lay.shape[0]))
+
+    def _layout_clicks(self, clicks: Clicks) -> Clicks:
+        sy, sx = self.layout.scale
         return clicks.map(sy, sx, -0.5 + 0.5 / sy, -0.5 + 0.5 / sx)
 
     def set_exemplar(self, mask: np.ndarray, clicks: Clicks | None = None) -> None:
@@ -194,23 +215,76 @@ class ExemplarPredictor:
         if not clicks.positives:  # e.g. a hand-painted exemplar: its first click, as a user would
             first = first_eval_click(mask)
             clicks = clicks.add(first.y, first.x, True)
-        self._exemplar, self._exemplar_feats = (mask, clicks), None
+        self._exemplar, self._tiles, self._tile_probs = (mask, clicks), [], {}
+        layout = plan_layout((h, w), self.size, _bbox(mask), self.config.recall_tiling)
+        if layout != self._layout:
+            self._layout, self._layout_image = layout, None
         # the instance split's marker height depends on the exemplar only: once per exemplar
         self._split_height = split_height(mask, self.config.split_h_per_radius)
 
-    @torch.no_grad()
-    def _exemplar_features(self) -> ExemplarFeatures:
-        assert self._exemplar is not None
-        if self._exemplar_feats is None:
-            with self._autocast():
-                self._exemplar_feats = self.model.encode_exemplar(self._image, self._exemplar_maps())
-            self.stats["exemplar_encodes"] += 1
-        return self._exemplar_feats
+    def _image_in_layout(self) -> torch.Tensor:
+        if self._layout_image is None:
+            lay = self.layout
+            img = F.interpolate(self._rgb, size=lay.shape, mode="bilinear", align_corners=False, antialias=True)
+            pad = (0, lay.padded[1] - lay.shape[1], 0, lay.padded[0] - lay.shape[0])
+            self._layout_image = F.pad(img, pad, mode="replicate") if any(pad) else img
+        return self._layout_image
 
-    def _exemplar_maps(self) -> torch.Tensor:
+    def _tile_image(self, origin: tuple[int, int]) -> torch.Tensor:
+        y, x = origin
+        return self._image_in_layout()[:, :, y:y + self.size, x:x + self.size]
+
+    def _tile_maps(self, prob: torch.Tensor, clicks: Clicks, origin: tuple[int, int]) -> torch.Tensor:
+        """[mask, positive disks, negative disks] of one tile from layout-sized inputs."""
+        y, x, v, r = *origin, self.size, self.model.cfg.click_radius
+        near = Clicks(c for c in clicks if y - r <= c.y < y + v + r and x - r <= c.x < x + v + r)
+        return coord_maps(clicks_to_tensor(near.map(1, 1, y, x), self.device), prob[:, :, y:y + v, x:x + v],
+                          (v, v), r)
+
+    def _exemplar_tiles(self) -> list["_ExemplarTile"]:
+        """Per tile: the exemplar branch's image and maps (the exemplar pasted in when the tile
+        does not hold it) and the blend weights (~0 over a pasted patch)."""
+        if self._tiles:
+            return self._tiles
+        lay, v = self.layout, self.size
         mask, clicks = self._exemplar
-        return coord_maps(clicks_to_tensor(self._view_clicks(clicks), self.device), self._to_view(mask),
-                          (self.size, self.size), self.model.cfg.click_radius)
+        ex_prob, ex_clicks = self._to_layout(mask), self._layout_clicks(clicks)
+        box = to_layout_box(_bbox(mask), lay)
+        weights = blend_weights(v, self.config.recall_tiling.overlap // 2) if len(lay.origins) > 1 \
+            else np.ones((v, v), np.float32)
+        for origin in lay.origins:
+            image, maps, w = self._tile_image(origin), self._tile_maps(ex_prob, ex_clicks, origin), weights
+            if not contains(origin, v, box):
+                py0, px0, py1, px1 = exemplar_patch_box(box, lay.shape)
+                cy, cx = paste_corner(origin, lay, (py1 - py0, px1 - px0))
+                image = image.clone()
+                image[:, :, cy:cy + py1 - py0, cx:cx + px1 - px0] = self._image_in_layout()[:, :, py0:py1, px0:px1]
+                patch = torch.zeros_like(ex_prob[:, :, :v, :v])
+                patch[:, :, cy:cy + py1 - py0, cx:cx + px1 - px0] = ex_prob[:, :, py0:py1, px0:px1]
+                inside = Clicks(c for c in ex_clicks if py0 <= c.y < py1 and px0 <= c.x < px1)
+                maps = coord_maps(clicks_to_tensor(inside.map(1, 1, py0 - cy, px0 - cx), self.device), patch,
+                                  (v, v), self.model.cfg.click_radius)
+                w = weights.copy()
+                w[cy:cy + py1 - py0, cx:cx + px1 - px0] *= 1e-4  # the neighbours see this corner
+            self._tiles.append(_ExemplarTile(origin, image, maps, w))
+        return self._tiles
+
+    @torch.no_grad()
+    def _exemplar_features(self, tile: "_ExemplarTile") -> ExemplarFeatures:
+        if tile.features is None:
+            with self._autocast():
+                tile.features = self.model.encode_exemplar(tile.image, tile.maps)
+            self.stats["exemplar_encodes"] += 1
+        return tile.features
+
+    @torch.no_grad()
+    def _recall_image_features(self, index: int, origin: tuple[int, int]):
+        feats = self._recall_feats.setdefault(self.layout, [None] * len(self.layout.origins))
+        if feats[index] is None:
+            with self._autocast():
+                feats[index] = self.model.encode_recall_image(self._tile_image(origin))
+            self.stats["image_encodes"] += 1
+        return feats[index]
 
     # -- recall -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -232,21 +306,59 @@ class ExemplarPredictor:
         fed = Clicks.from_points([(c.y, c.x) for c in clicks.positives],
                                  [(c.y, c.x) for c in [*clicks.negatives, *true_neg]])
         self.last_recall_clicks = fed
-        maps = coord_maps(clicks_to_tensor(self._view_clicks(fed), self.device), self._to_view(prev),
-                          (self.size, self.size), self.model.cfg.click_radius)
-        with self._autocast():
-            if use_cache:
-                if self._recall_feats is None:
-                    self._recall_feats = self.model.encode_recall_image(self._image)
-                    self.stats["image_encodes"] += 1
-                logits = self.model.decode(self._exemplar_features(), self._recall_feats, maps,
-                                           (self.size, self.size))
-            else:
-                logits = self.model(self._image, self._exemplar_maps(), maps)
-        self.stats["decodes"] += 1
-        prob = F.interpolate(torch.sigmoid(logits.float()), size=(h, w), mode="bilinear",
-                             align_corners=False)[0, 0].cpu().numpy()
+        lay, v = self.layout, self.size
+        prev_l, fed_l = self._to_layout(prev), self._layout_clicks(fed)
+        acc = np.zeros(lay.padded, np.float32)
+        weight = np.zeros(lay.padded, np.float32)
+        for i, tile in enumerate(self._exemplar_tiles()):
+            maps = self._tile_maps(prev_l, fed_l, tile.origin)
+            prob = self._decode_tile(i, tile, maps, use_cache)
+            (y, x) = tile.origin
+            acc[y:y + v, x:x + v] += prob * tile.weights
+            weight[y:y + v, x:x + v] += tile.weights
+        prob_l = torch.from_numpy(acc / weight)[: lay.shape[0], : lay.shape[1]][None, None]
+        prob = F.interpolate(prob_l, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
         if self.config.recall_update == "local" and prev_mask is not None and len(clicks):
             prob = local_update(prev, prob, clicks[-1].y, clicks[-1].x, self.config.threshold)
         mask = prob > self.config.threshold
-        return RecallResult(prob, mask, split_instances(mask, min_size=min_size, h=self._split_height), pseudo)
+        return RecallResult(prob, mask, split_instances(mask, min_size=min_size, h=self._split_height), pseudo,
+                            len(lay.origins))
+
+    def _decode_tile(self, index: int, tile: "_ExemplarTile", maps: torch.Tensor, use_cache: bool) -> np.ndarray:
+        """One tile's probability; with the cache a tile whose inputs did not change since the
+        last recall (clicks and their objects are elsewhere) is not decoded again."""
+        if use_cache:
+            digest = hashlib.blake2b(maps.cpu().numpy().tobytes(), digest_size=16).digest()
+            hit = self._tile_probs.get(index)
+            if hit is not None and hit[0] == digest:
+                return hit[1]
+            with self._autocast():
+                logits = self.model.decode(self._exemplar_features(tile),
+                                           self._recall_image_features(index, tile.origin), maps, (self.size,) * 2)
+        else:
+            with self._autocast():
+                recall_image = self._tile_image(tile.origin)
+                if tile.image is recall_image or torch.equal(tile.image, recall_image):
+                    logits = self.model(recall_image, tile.maps, maps)
+                else:  # the exemplar branch sees the pasted exemplar, the recall branch the tile
+                    logits = self.model.decode(self.model.encode_exemplar(tile.image, tile.maps),
+                                               self.model.encode_recall_image(recall_image), maps, (self.size,) * 2)
+        self.stats["decodes"] += 1
+        prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+        if use_cache:
+            self._tile_probs[index] = (digest, prob)
+        return prob
+
+
+@dataclass
+class _ExemplarTile:
+    origin: tuple[int, int]
+    image: torch.Tensor  # (1, 3, v, v) what the exemplar branch sees
+    maps: torch.Tensor  # (1, 3, v, v) exemplar mask + its clicks in this tile
+    weights: np.ndarray  # (v, v) blend weights
+    features: ExemplarFeatures | None = None
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1

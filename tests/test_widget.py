@@ -202,3 +202,24 @@ def test_find_similar_runs_on_the_shipped_default(widget, qtbot):
     assert "proposals in" in w.status.value, w.status.value
     props = viewer.layers["proposals"].data
     assert not (props[viewer.layers["objects"].data > 0]).any()  # never on committed objects
+
+
+def test_find_similar_tiles_a_large_image(make_napari_viewer, tiny_checkpoint, qtbot, tmp_path):
+    from napari_icmformer._widget import SegmentationWidget  # noqa: PLC0415
+    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
+    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
+
+    viewer = make_napari_viewer()
+    image = np.tile(data.coins(), (2, 2))  # 606 x 768: larger than the 448 px recall view
+    viewer.add_image(image, name="coins x4")
+    w = SegmentationWidget(viewer)
+    w.checkpoint.value = tiny_checkpoint
+    w.device.value = "cpu"
+    w.mois_checkpoint.value = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+    w.annotator.prob = np.zeros(image.shape, np.float32)
+    w.annotator.prob[30:75, 22:66] = 1
+    assert w.commit() == 1
+    assert w.find_similar() is not None
+    _wait(qtbot, w)
+    assert "(4 tiles)" in w.status.value, w.status.value
+    assert viewer.layers["proposals"].data.shape == image.shape

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iCMFormer++ network view size(s) in px; several compare them in one run")
     p.add_argument("--mois-update", nargs="+", default=[PredictorConfig.recall_update],
                    choices=["local", "global"], help="what a recall click may change; several compare them")
+    p.add_argument("--mois-tiling", nargs="+", default=["on"], choices=["on", "off"],
+                   help="tile images larger than the view (on, the default) or squeeze them whole (off); "
+                        "both compare them")
     p.add_argument("--mois-mode", nargs="+", default=["additional", "collective"],
                    choices=["additional", "collective"])
     p.add_argument("--method", nargs="+", default=["icmformer", "random-walker"],

@@ -18,6 +18,7 @@ from ..engine import Predictor, PredictorConfig
 from ..evaluation_mois import evaluate_mois_target, evaluate_sois_reference, summarize_mois, target_seed
 from ..exemplar import ExemplarPredictor
 from ..mois import build_mois_targets
+from ..recall_views import TilingConfig
 from .evaluate import plot_curves
 
 
@@ -28,9 +29,11 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
     for ckpt in args.mois_checkpoint or [None]:
         label = "icmformer++-default" if ckpt is None else f"icmformer++-{Path(ckpt).stem}"
         model = ExemplarPredictor.from_checkpoint(ckpt, PredictorConfig(device=args.device)).model  # loaded once
-        for view, update in itertools.product(args.mois_view, args.mois_update):
-            config = PredictorConfig(device=args.device, recall_view=view, recall_update=update)
-            recallers.append((f"{label}@{view} {update}", ExemplarPredictor(model, config)))
+        for view, update, tiling in itertools.product(args.mois_view, args.mois_update, args.mois_tiling):
+            config = PredictorConfig(device=args.device, recall_view=view, recall_update=update,
+                                     recall_tiling=TilingConfig(enabled=tiling == "on"))
+            tag = "" if len(args.mois_tiling) == 1 else (" tiled" if tiling == "on" else " squeezed")
+            recallers.append((f"{label}@{view} {update}{tag}", ExemplarPredictor(model, config)))
     rows, per_target = [], []
     for name, ds in datasets:
         rng = np.random.default_rng(args.seed)

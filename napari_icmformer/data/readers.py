@@ -144,6 +144,51 @@ class FolderDataset:
         return Sample(stem, image, masks, [1] * len(masks), ignore)
 
 
+class TileMosaic:
+    """Whole images put back together from tiles named ``<source>_<row><col>`` (MoNuSeg's
+    500 px tiles of its 1000 px images): large images with many small objects. Instance ids
+    stay unique; an object cut by a tile seam stays two instances."""
+
+    _TILE = re.compile(r"^(?P<source>.+)_(?P<row>\d)(?P<col>\d)$")
+
+    def __init__(self, tiles: FolderDataset, name: str = "") -> None:
+        self.tiles, self.name = tiles, name or f"{tiles.name}_whole"
+        groups: dict[str, dict[tuple[int, int], int]] = {}
+        for i, (stem, _, _) in enumerate(tiles.pairs):
+            m = self._TILE.match(stem)
+            if m is None:
+                raise DatasetError(f"tile {stem!r} is not named <source>_<row><col>")
+            groups.setdefault(m["source"], {})[(int(m["row"]), int(m["col"]))] = i
+        self.sources = sorted(groups.items())
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> Sample:
+        source, where = self.sources[i]
+        rows = max(r for r, _ in where) + 1
+        cols = max(c for _, c in where) + 1
+        parts = {rc: self.tiles[k] for rc, k in where.items()}
+        if len(parts) != rows * cols:
+            raise DatasetError(f"{source}: {len(parts)} tiles do not fill a {rows}x{cols} grid")
+        heights = [parts[(r, 0)].image.shape[0] for r in range(rows)]
+        widths = [parts[(0, c)].image.shape[1] for c in range(cols)]
+        image = np.zeros((sum(heights), sum(widths), 3), np.uint8)
+        labels = np.zeros(image.shape[:2], np.int32)
+        next_id = 0
+        for (r, c), part in sorted(parts.items()):
+            y, x = sum(heights[:r]), sum(widths[:c])
+            h, w = part.image.shape[:2]
+            if (h, w) != (heights[r], widths[c]):
+                raise DatasetError(f"{source}: tile {r}{c} is {w}x{h}, not {widths[c]}x{heights[r]}")
+            image[y:y + h, x:x + w] = part.image
+            lab = np.asarray(part.labels, np.int32)
+            labels[y:y + h, x:x + w] = np.where(lab > 0, lab + next_id, 0)
+            next_id += int(lab.max())
+        masks = LabelMasks(labels)
+        return Sample(source, image, masks, [1] * len(masks), None)
+
+
 class CocoInstances:
     """COCO instances json via pycocotools; polygons and RLE decoded, crowd regions ignored."""
 
@@ -213,6 +258,9 @@ DATASET_LAYOUTS: dict[str, Callable[[Path], object]] = {
         name: (lambda r, n=name: FolderDataset(r / n / "images", r / n / "labels", instance_labels, n))
         for name in ("PennFudanPed", "DSB2018", "EPFL_EM", "MoNuSeg", "CamVid", "MSRC_v2")
     },
+    # the 27 whole 1000 px H&E images (test sources first: [:14] = the test tiles' images)
+    "MoNuSeg_whole": lambda r: TileMosaic(FolderDataset(r / "MoNuSeg/images", r / "MoNuSeg/labels", instance_labels,
+                                                        "MoNuSeg")),
 }
 
 
