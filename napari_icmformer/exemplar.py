@@ -8,9 +8,11 @@ Used like :class:`~napari_icmformer.engine.Predictor`::
     result = recaller.recall(Clicks())               # category mask, split into instances
     result = recaller.recall(Clicks().add(40, 300), prev_mask=result.prob)  # fix with clicks
 
-The category objects are spread over the whole image, so MOIS runs on the whole image (no
-zoom-in window). The exemplar branch sees the exemplar mask and all its clicks (computed once
-per exemplar). The recall branch sees the recall clicks plus the exemplar's *true* negatives;
+The category objects are spread over the whole image, so MOIS covers the whole image (no
+zoom-in window): squeezed into one 448² view when it fits, else in 448² tiles at one scale
+(``recall_views``; a tile without the exemplar gets the exemplar's patch pasted into a corner).
+The exemplar branch sees the exemplar mask and its clicks (those inside the pasted patch in such
+a tile), computed once per exemplar. The recall branch sees the recall clicks plus the exemplar's *true* negatives;
 exemplar negatives that land on the current recall prediction are *pseudo* negatives (they sit
 on another object of the category, SPEC §2) and are not fed to the recall branch.
 """
@@ -40,11 +42,7 @@ from .image import to_rgb01
 from .recall_views import (
     RecallLayout,
     blend_weights,
-    contains,
-    exemplar_patch_box,
-    paste_corner,
     plan_layout,
-    to_layout_box,
 )
 from .weights import default_checkpoint
 
@@ -151,7 +149,7 @@ class ExemplarPredictor:
         self._shape: tuple[int, int] | None = None
         self._layout: RecallLayout | None = None  # chosen per exemplar (its size decides)
         self._layout_image: torch.Tensor | None = None  # (1, 3, Hp, Wp) the image in the layout
-        self._recall_feats: dict[RecallLayout, list] = {}  # per layout, per tile
+        self._recall_feats: dict[tuple, list] = {}  # per layout grid, per tile
         self._exemplar: tuple[np.ndarray, Clicks] | None = None
         self._tiles: list[_ExemplarTile] = []
         self._tile_probs: dict[int, tuple[bytes, np.ndarray]] = {}  # tile → (input digest, prob)
@@ -170,7 +168,7 @@ class ExemplarPredictor:
 
     # -- image and exemplar -------------------------------------------------------------------
     def set_image(self, image: object) -> None:
-        self._rgb = torch.from_numpy(to_rgb01(image)).permute(2, 0, 1)[None].to(self.device)
+        self._rgb = torch.from_numpy(to_rgb01(image)).permute(2, 0, 1)[None]  # stays on the CPU
         self._shape = (int(self._rgb.shape[2]), int(self._rgb.shape[3]))
         self._layout, self._layout_image, self._recall_feats = None, None, {}
         self._exemplar, self._tiles, self._tile_probs = None, [], {}
@@ -217,15 +215,17 @@ class ExemplarPredictor:
             clicks = clicks.add(first.y, first.x, True)
         self._exemplar, self._tiles, self._tile_probs = (mask, clicks), [], {}
         layout = plan_layout((h, w), self.size, _bbox(mask), self.config.recall_tiling)
-        if layout != self._layout:
-            self._layout, self._layout_image = layout, None
+        if self._layout is None or layout.grid != self._layout.grid:
+            self._layout_image = None
+        self._layout = layout
         # the instance split's marker height depends on the exemplar only: once per exemplar
         self._split_height = split_height(mask, self.config.split_h_per_radius)
 
     def _image_in_layout(self) -> torch.Tensor:
         if self._layout_image is None:
             lay = self.layout
-            img = F.interpolate(self._rgb, size=lay.shape, mode="bilinear", align_corners=False, antialias=True)
+            img = F.interpolate(self._rgb, size=lay.shape, mode="bilinear", align_corners=False,
+                                antialias=True).to(self.device)
             pad = (0, lay.padded[1] - lay.shape[1], 0, lay.padded[0] - lay.shape[0])
             self._layout_image = F.pad(img, pad, mode="replicate") if any(pad) else img
         return self._layout_image
@@ -249,23 +249,23 @@ class ExemplarPredictor:
         lay, v = self.layout, self.size
         mask, clicks = self._exemplar
         ex_prob, ex_clicks = self._to_layout(mask), self._layout_clicks(clicks)
-        box = to_layout_box(_bbox(mask), lay)
         weights = blend_weights(v, self.config.recall_tiling.overlap // 2) if len(lay.origins) > 1 \
             else np.ones((v, v), np.float32)
-        for origin in lay.origins:
+        for origin, paste in zip(lay.origins, lay.pastes, strict=True):
             image, maps, w = self._tile_image(origin), self._tile_maps(ex_prob, ex_clicks, origin), weights
-            if not contains(origin, v, box):
-                py0, px0, py1, px1 = exemplar_patch_box(box, lay.shape)
-                cy, cx = paste_corner(origin, lay, (py1 - py0, px1 - px0))
+            if paste is not None:  # the tile does not hold the exemplar: paste its patch in
+                (py0, px0, py1, px1), (cy, cx) = lay.patch, paste
+                ph, pw = py1 - py0, px1 - px0
                 image = image.clone()
-                image[:, :, cy:cy + py1 - py0, cx:cx + px1 - px0] = self._image_in_layout()[:, :, py0:py1, px0:px1]
+                image[:, :, cy:cy + ph, cx:cx + pw] = self._image_in_layout()[:, :, py0:py1, px0:px1]
                 patch = torch.zeros_like(ex_prob[:, :, :v, :v])
-                patch[:, :, cy:cy + py1 - py0, cx:cx + px1 - px0] = ex_prob[:, :, py0:py1, px0:px1]
-                inside = Clicks(c for c in ex_clicks if py0 <= c.y < py1 and px0 <= c.x < px1)
+                patch[:, :, cy:cy + ph, cx:cx + pw] = ex_prob[:, :, py0:py1, px0:px1]
+                # clicks whose pixel centre lies in the patch, moved with it
+                inside = Clicks(c for c in ex_clicks if py0 - 0.5 <= c.y < py1 - 0.5 and px0 - 0.5 <= c.x < px1 - 0.5)
                 maps = coord_maps(clicks_to_tensor(inside.map(1, 1, py0 - cy, px0 - cx), self.device), patch,
                                   (v, v), self.model.cfg.click_radius)
                 w = weights.copy()
-                w[cy:cy + py1 - py0, cx:cx + px1 - px0] *= 1e-4  # the neighbours see this corner
+                w[cy:cy + ph, cx:cx + pw] *= 1e-4  # a neighbour sees this corner unpasted (plan_layout checks)
             self._tiles.append(_ExemplarTile(origin, image, maps, w))
         return self._tiles
 
@@ -279,7 +279,7 @@ class ExemplarPredictor:
 
     @torch.no_grad()
     def _recall_image_features(self, index: int, origin: tuple[int, int]):
-        feats = self._recall_feats.setdefault(self.layout, [None] * len(self.layout.origins))
+        feats = self._recall_feats.setdefault(self.layout.grid, [None] * len(self.layout.origins))
         if feats[index] is None:
             with self._autocast():
                 feats[index] = self.model.encode_recall_image(self._tile_image(origin))

@@ -24,10 +24,15 @@ class TilingConfig:
     """When and how to tile (part of :class:`~napari_icmformer.engine.PredictorConfig`)."""
 
     enabled: bool = True
-    overlap: int = 64  # px of the layout shared by neighbouring tiles
+    overlap: int = 64  # px of the layout shared by neighbouring tiles (at least)
     max_scale: float = 1.5  # upsampling when the short side is below the view (1.5 ≈ 2 ≈ 3 on DSB2018[:50])
     max_tiles: int = 64  # beyond this the scale drops below 1 (a CPU recall tile costs ~0.5 s)
-    max_patch_fraction: float = 1 / 3  # the pasted exemplar patch must fit in this much of a tile side
+    max_patch_fraction: float = 0.25  # the pasted exemplar patch must fit in this much of a tile side
+
+    def __post_init__(self) -> None:
+        if self.overlap < 0 or self.max_scale < 1 or self.max_tiles < 1 or not 0 < self.max_patch_fraction <= 0.5:
+            raise ValueError(f"invalid tiling settings {self}: need overlap >= 0, max_scale >= 1, "
+                             "max_tiles >= 1 and 0 < max_patch_fraction <= 0.5")
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,21 @@ class RecallLayout:
     view: int
     origins: tuple[tuple[int, int], ...]  # top-left corner of each view×view tile
     squeezed: bool = False  # the whole image in one view, aspect not kept
+    patch: Box | None = None  # the exemplar's patch in the layout (tiled layouts)
+    # per tile: where in the tile the patch is pasted (its top-left), None = the tile holds the exemplar
+    pastes: tuple[tuple[int, int] | None, ...] = ()
+
+    @property
+    def grid(self) -> tuple:
+        """What the recall branch's tile features depend on (not the exemplar's patch)."""
+        return self.scale, self.shape, self.padded, self.view, self.origins
 
 
 def squeeze_layout(shape: tuple[int, int], view: int) -> RecallLayout:
     """The whole image resized to one view×view input (the paper's way, aspect not kept)."""
     h, w = shape
-    return RecallLayout((view / h, view / w), (view, view), (view, view), view, ((0, 0),), squeezed=True)
+    return RecallLayout((view / h, view / w), (view, view), (view, view), view, ((0, 0),), squeezed=True,
+                        pastes=(None,))
 
 
 def _starts(length: int, view: int, stride: int) -> list[int]:
@@ -62,36 +76,12 @@ def exemplar_patch_box(box: Box, shape: tuple[int, int]) -> Box:
     return max(0, y0 - pad), max(0, x0 - pad), min(shape[0], y1 + pad), min(shape[1], x1 + pad)
 
 
-def plan_layout(shape: tuple[int, int], view: int, exemplar_box: Box, cfg: TilingConfig) -> RecallLayout:
-    """Squeeze when the image fits the view, tiling is off, or the exemplar is too big to paste;
-    otherwise tiles at scale ``min(max(1, view / short side), max_scale)``."""
-    h, w = shape
-    if not cfg.enabled or max(h, w) <= view:
-        return squeeze_layout(shape, view)
-    stride = max(1, view - cfg.overlap)
-    scale = min(max(1.0, view / min(h, w)), cfg.max_scale)
-
-    def grid(s: float) -> tuple[list[int], list[int]]:
-        hp, wp = max(round(h * s), view), max(round(w * s), view)
-        return _starts(hp, view, stride), _starts(wp, view, stride)
-
-    while len(grid(scale)[0]) * len(grid(scale)[1]) > cfg.max_tiles:
-        scale *= 0.9
-    y0, x0, y1, x1 = exemplar_patch_box(exemplar_box, shape)
-    if max(y1 - y0, x1 - x0) * scale > cfg.max_patch_fraction * view:
-        return squeeze_layout(shape, view)
-    ys, xs = grid(scale)
-    hs, ws = round(h * scale), round(w * scale)
-    return RecallLayout((scale, scale), (hs, ws), (max(hs, view), max(ws, view)), view,
-                        tuple((y, x) for y in ys for x in xs))
-
-
-def to_layout_box(box: Box, layout: RecallLayout) -> Box:
+def scale_box(box: Box, scale: tuple[float, float], shape: tuple[int, int]) -> Box:
     """An image-pixel box in layout pixels (rounded outwards, clipped to the scaled image)."""
-    sy, sx = layout.scale
+    sy, sx = scale
     y0, x0, y1, x1 = box
     return (max(0, math.floor(y0 * sy)), max(0, math.floor(x0 * sx)),
-            min(layout.shape[0], math.ceil(y1 * sy)), min(layout.shape[1], math.ceil(x1 * sx)))
+            min(shape[0], math.ceil(y1 * sy)), min(shape[1], math.ceil(x1 * sx)))
 
 
 def contains(origin: tuple[int, int], view: int, box: Box) -> bool:
@@ -99,14 +89,64 @@ def contains(origin: tuple[int, int], view: int, box: Box) -> bool:
     return y <= box[0] and x <= box[1] and box[2] <= y + view and box[3] <= x + view
 
 
-def paste_corner(origin: tuple[int, int], layout: RecallLayout, patch_shape: tuple[int, int]) -> tuple[int, int]:
-    """Where a tile gets the exemplar patch: its corner facing the layout centre, which the
-    neighbouring tiles also cover."""
-    (y, x), v = origin, layout.view
-    ph, pw = patch_shape
-    cy = 0 if y + v / 2 > layout.padded[0] / 2 else v - ph
-    cx = 0 if x + v / 2 > layout.padded[1] / 2 else v - pw
+def _paste_corner(origin: tuple[int, int], view: int, padded: tuple[int, int],
+                  patch_shape: tuple[int, int]) -> tuple[int, int]:
+    """A tile's corner facing the layout centre: with strides of at most view − 2 × patch the
+    neighbour towards the centre covers it with its own, unpasted, pixels."""
+    (y, x), (ph, pw) = origin, patch_shape
+    cy = 0 if y + view / 2 > padded[0] / 2 else view - ph
+    cx = 0 if x + view / 2 > padded[1] / 2 else view - pw
     return cy, cx
+
+
+def _tiled(shape: tuple[int, int], view: int, exemplar_box: Box, scale: float, overlap: int) -> RecallLayout:
+    h, w = shape
+    hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
+    sc = (hs / h, ws / w)  # the exact resize ratio
+    box = scale_box(exemplar_box, sc, (hs, ws))
+    patch = exemplar_patch_box(box, (hs, ws))
+    ph, pw = patch[2] - patch[0], patch[3] - patch[1]
+    padded = (max(hs, view), max(ws, view))
+    ys = _starts(padded[0], view, max(1, min(view - overlap, view - 2 * ph)))
+    xs = _starts(padded[1], view, max(1, min(view - overlap, view - 2 * pw)))
+    origins = tuple((y, x) for y in ys for x in xs)
+    pastes = tuple(None if contains(o, view, box) else _paste_corner(o, view, padded, (ph, pw)) for o in origins)
+    return RecallLayout(sc, (hs, ws), padded, view, origins, False, patch, pastes)
+
+
+def clean_coverage(layout: RecallLayout) -> np.ndarray:
+    """How many tiles see each layout pixel as it is (not under a pasted patch)."""
+    seen = np.zeros(layout.padded, np.int32)
+    v = layout.view
+    for (y, x), paste in zip(layout.origins, layout.pastes, strict=True):
+        own = np.ones((v, v), np.int32)
+        if paste is not None and layout.patch is not None:
+            py0, px0, py1, px1 = layout.patch
+            own[paste[0]:paste[0] + py1 - py0, paste[1]:paste[1] + px1 - px0] = 0
+        seen[y:y + v, x:x + v] += own
+    return seen
+
+
+def plan_layout(shape: tuple[int, int], view: int, exemplar_box: Box, cfg: TilingConfig) -> RecallLayout:
+    """Squeeze when the image fits the view or tiling is off; otherwise tiles at scale
+    ``min(max(1, view / short side), max_scale)`` (lower if over ``max_tiles``). Falls back to
+    the squeeze when the exemplar's patch is too big to paste or a pixel of the image would be
+    seen only under pasted patches."""
+    h, w = shape
+    if not cfg.enabled or max(h, w) <= view:
+        return squeeze_layout(shape, view)
+    scale = min(max(1.0, view / min(h, w)), cfg.max_scale)
+    while True:
+        layout = _tiled(shape, view, exemplar_box, scale, cfg.overlap)
+        if len(layout.origins) <= cfg.max_tiles or len(layout.origins) == 1:
+            break
+        scale *= 0.9
+    py0, px0, py1, px1 = layout.patch
+    if max(py1 - py0, px1 - px0) > cfg.max_patch_fraction * view:
+        return squeeze_layout(shape, view)
+    if clean_coverage(layout)[: layout.shape[0], : layout.shape[1]].min() < 1:
+        return squeeze_layout(shape, view)
+    return layout
 
 
 def blend_weights(view: int, ramp: int) -> np.ndarray:
