@@ -207,6 +207,7 @@ def test_find_similar_runs_on_the_shipped_default(widget, qtbot):
 def test_find_similar_tiles_a_large_image(make_napari_viewer, tiny_checkpoint, qtbot, tmp_path):
     from napari_icmformer._widget import SegmentationWidget  # noqa: PLC0415
     from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
+    from napari_icmformer.recall_views import TilingConfig, plan_layout  # noqa: PLC0415
     from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
 
     viewer = make_napari_viewer()
@@ -221,5 +222,7 @@ def test_find_similar_tiles_a_large_image(make_napari_viewer, tiny_checkpoint, q
     assert w.commit() == 1
     assert w.find_similar() is not None
     _wait(qtbot, w)
-    assert "(4 tiles)" in w.status.value, w.status.value
+    layout = plan_layout(image.shape, 448, (30, 22, 75, 66), TilingConfig())
+    assert not layout.squeezed
+    assert f"({len(layout.origins)} tiles)" in w.status.value, w.status.value
     assert viewer.layers["proposals"].data.shape == image.shape
