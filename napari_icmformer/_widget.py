@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
+from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+from superqt.utils import ensure_main_thread
 
 from src_models import Clicks
 
@@ -94,6 +96,7 @@ class SegmentationWidget(Container):
         self._recaller_key: tuple | None = None
         self._recaller_exemplar: tuple | None = None
         self.recall_session: RecallSession | None = None
+        self._tile_bar: progress | None = None  # napari progress of a tiled recall
         self._annotators: dict[tuple[int, ...], Annotator] = {}
         self.shape: tuple[int, ...] | None = None  # the image's spatial shape (leading dims + plane)
         self._drawn: tuple[int, ...] | None = None  # slice of 'current object' holding the live mask
@@ -290,6 +293,9 @@ class SegmentationWidget(Container):
         self.pending -= 1
 
     def _on_error(self, exc: Exception) -> None:
+        if self._tile_bar is not None:
+            self._tile_bar.close()
+            self._tile_bar = None
         self.status.value = f"error: {exc}"
         show_error(str(exc))
 
@@ -383,10 +389,24 @@ class SegmentationWidget(Container):
                     recaller.set_image(np.asarray(data))
                     recaller.set_exemplar(exemplar, ex_clicks)
                     self._recaller_exemplar = exemplar_key
-                return recaller.recall(clicks, prev), time.perf_counter() - t
+                tiles = len(recaller.layout.origins)  # > 1: a large image, shown as a progress bar
+                result = recaller.recall(clicks, prev, on_tile=self._tile_done if tiles > 1 else None)
+                return result, time.perf_counter() - t
 
         return self._start_worker(work, lambda result: self._on_recall(session, gen, *result),
                                   "finding similar objects…")
+
+    @ensure_main_thread
+    def _tile_done(self, done: int, total: int) -> None:
+        """Progress of a tiled recall (called from the worker, run on the main thread)."""
+        if done == 1 or self._tile_bar is None:
+            if self._tile_bar is not None:
+                self._tile_bar.close()
+            self._tile_bar = progress(total=total, desc="Find similar: tiles")
+        self._tile_bar.update(1)
+        if done == total:
+            self._tile_bar.close()
+            self._tile_bar = None
 
     def _on_recall(self, session: RecallSession, gen: int, result: RecallResult, seconds: float) -> None:
         if self.recall_session is not session or session.generation != gen:

@@ -20,6 +20,7 @@ on another object of the category, SPEC §2) and are not fed to the recall branc
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,10 +290,12 @@ class ExemplarPredictor:
     # -- recall -------------------------------------------------------------------------------
     @torch.no_grad()
     def recall(self, clicks: Clicks | None = None, prev_mask: np.ndarray | None = None, *,
-               use_cache: bool = True, min_size: int = 16) -> RecallResult:
+               use_cache: bool = True, min_size: int = 16,
+               on_tile: Callable[[int, int], None] | None = None) -> RecallResult:
         """Every object of the exemplar's category, given recall clicks and the previous result
         (``prev_mask``: the last result's ``prob``). With ``recall_update="local"`` the last click
-        changes only the objects under it (see :func:`local_update`)."""
+        changes only the objects under it (see :func:`local_update`). ``on_tile(done, total)`` is
+        called after each tile (a progress bar for large images)."""
         if self._exemplar is None:
             raise RuntimeError("no exemplar: call set_exemplar(mask, clicks) first")
         h, w = self.image_shape
@@ -316,6 +319,8 @@ class ExemplarPredictor:
             (y, x) = tile.origin
             acc[y:y + v, x:x + v] += prob * tile.weights
             weight[y:y + v, x:x + v] += tile.weights
+            if on_tile is not None:
+                on_tile(i + 1, len(lay.origins))
         prob_l = torch.from_numpy(acc / weight)[: lay.shape[0], : lay.shape[1]][None, None]
         prob = F.interpolate(prob_l, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
         if self.config.recall_update == "local" and prev_mask is not None and len(clicks):

@@ -125,8 +125,10 @@ def test_tiled_recall_cached_equals_uncached_and_decodes_only_changed_tiles(tile
     img, exemplar = _scene()
     tiled.set_image(img)
     tiled.set_exemplar(exemplar, Clicks().add(25, 25))
-    first = tiled.recall()
+    ticks = []
+    first = tiled.recall(on_tile=lambda done, total: ticks.append((done, total)))
     assert first.prob.shape == img.shape[:2] and first.instances.shape == img.shape[:2] and first.tiles == 4
+    assert ticks == [(1, 4), (2, 4), (3, 4), (4, 4)]  # what the widget's progress bar counts
     n = len(tiled.layout.origins)
     assert tiled.stats["decodes"] == n and tiled.stats["image_encodes"] == n and tiled.stats["exemplar_encodes"] == n
     prev = np.zeros(img.shape[:2], np.float32)

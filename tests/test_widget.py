@@ -225,4 +225,5 @@ def test_find_similar_tiles_a_large_image(make_napari_viewer, tiny_checkpoint, q
     layout = plan_layout(image.shape, 448, (30, 22, 75, 66), TilingConfig())
     assert not layout.squeezed
     assert f"({len(layout.origins)} tiles)" in w.status.value, w.status.value
+    qtbot.waitUntil(lambda: w._tile_bar is None, timeout=10000)  # the tiles' progress bar closed
     assert viewer.layers["proposals"].data.shape == image.shape
