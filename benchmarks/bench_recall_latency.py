@@ -1,7 +1,7 @@
 """What *Find similar* costs: iCMFormer++ latency per network view size, cached vs uncached.
 
     python benchmarks/bench_recall_latency.py --views 224 448 --clicks 10
-    python benchmarks/bench_recall_latency.py --views 448 --grid 3     # 909 x 1152: 9 tiles
+    python benchmarks/bench_recall_latency.py --views 448 --grid 3     # 909 x 1152: 12 tiles
 
 Uses the shipped iCMFormer++ default on the bundled ``coins`` image (``--grid N``: N x N copies,
 a large image that is seen in tiles) with a median-sized coin as exemplar.

@@ -95,6 +95,7 @@ class SegmentationWidget(Container):
         self._recaller: ExemplarPredictor | None = None
         self._recaller_key: tuple | None = None
         self._recaller_exemplar: tuple | None = None
+        self._recaller_image: tuple | None = None
         self.recall_session: RecallSession | None = None
         self._tile_bar: progress | None = None  # napari progress of a tiled recall
         self._annotators: dict[tuple[int, ...], Annotator] = {}
@@ -338,7 +339,7 @@ class SegmentationWidget(Container):
         if self._recaller is None or key != self._recaller_key:
             cfg = PredictorConfig(device=self.device.value, threshold=self.threshold.value)
             self._recaller = ExemplarPredictor.from_checkpoint(Path(ckpt) if ckpt else None, cfg)
-            self._recaller_key, self._recaller_exemplar = key, None
+            self._recaller_key, self._recaller_image, self._recaller_exemplar = key, None, None
         return self._recaller
 
     def find_similar(self, exemplar_id: int | None = None):
@@ -385,8 +386,10 @@ class SegmentationWidget(Container):
             with self._lock:
                 t = time.perf_counter()
                 recaller = self._get_recaller()
-                if self._recaller_exemplar != exemplar_key:
+                if self._recaller_image != image_key:  # a new exemplar keeps the image's tile features
                     recaller.set_image(np.asarray(data))
+                    self._recaller_image, self._recaller_exemplar = image_key, None
+                if self._recaller_exemplar != exemplar_key:
                     recaller.set_exemplar(exemplar, ex_clicks)
                     self._recaller_exemplar = exemplar_key
                 tiles = len(recaller.layout.origins)  # > 1: a large image, shown as a progress bar

@@ -280,7 +280,12 @@ class ExemplarPredictor:
 
     @torch.no_grad()
     def _recall_image_features(self, index: int, origin: tuple[int, int]):
-        feats = self._recall_feats.setdefault(self.layout.grid, [None] * len(self.layout.origins))
+        grid = self.layout.grid
+        if grid not in self._recall_feats:
+            while len(self._recall_feats) >= 2:  # e.g. the squeezed view and one tiling; not every grid
+                self._recall_feats.pop(next(iter(self._recall_feats)))
+            self._recall_feats[grid] = [None] * len(self.layout.origins)
+        feats = self._recall_feats[grid]
         if feats[index] is None:
             with self._autocast():
                 feats[index] = self.model.encode_recall_image(self._tile_image(origin))

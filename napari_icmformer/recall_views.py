@@ -25,7 +25,7 @@ class TilingConfig:
 
     enabled: bool = True
     overlap: int = 64  # px of the layout shared by neighbouring tiles (at least)
-    max_scale: float = 1.5  # upsampling when the short side is below the view (1.5 ≈ 2 ≈ 3 on DSB2018[:50])
+    max_scale: float = 1.5  # upsampling when the short side is below the view (BENCHMARKS.md)
     max_tiles: int = 64  # beyond this the scale drops below 1 (a CPU recall tile costs ~0.5 s)
     max_patch_fraction: float = 0.25  # the pasted exemplar patch must fit in this much of a tile side
 
@@ -99,7 +99,28 @@ def _paste_corner(origin: tuple[int, int], view: int, padded: tuple[int, int],
     return cy, cx
 
 
-def _tiled(shape: tuple[int, int], view: int, exemplar_box: Box, scale: float, overlap: int) -> RecallLayout:
+@dataclass(frozen=True)
+class _Grid:
+    """Tile starts at one scale, before any tile is built (cheap to count)."""
+
+    scale: tuple[float, float]
+    shape: tuple[int, int]
+    padded: tuple[int, int]
+    box: Box
+    patch: Box
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    @property
+    def patch_side(self) -> int:
+        return max(self.patch[2] - self.patch[0], self.patch[3] - self.patch[1])
+
+
+def _grid(shape: tuple[int, int], view: int, exemplar_box: Box, scale: float, overlap: int) -> _Grid:
     h, w = shape
     hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
     sc = (hs / h, ws / w)  # the exact resize ratio
@@ -109,9 +130,14 @@ def _tiled(shape: tuple[int, int], view: int, exemplar_box: Box, scale: float, o
     padded = (max(hs, view), max(ws, view))
     ys = _starts(padded[0], view, max(1, min(view - overlap, view - 2 * ph)))
     xs = _starts(padded[1], view, max(1, min(view - overlap, view - 2 * pw)))
-    origins = tuple((y, x) for y in ys for x in xs)
-    pastes = tuple(None if contains(o, view, box) else _paste_corner(o, view, padded, (ph, pw)) for o in origins)
-    return RecallLayout(sc, (hs, ws), padded, view, origins, False, patch, pastes)
+    return _Grid(sc, (hs, ws), padded, box, patch, tuple(ys), tuple(xs))
+
+
+def _layout(g: _Grid, view: int) -> RecallLayout:
+    ph, pw = g.patch[2] - g.patch[0], g.patch[3] - g.patch[1]
+    origins = tuple((y, x) for y in g.ys for x in g.xs)
+    pastes = tuple(None if contains(o, view, g.box) else _paste_corner(o, view, g.padded, (ph, pw)) for o in origins)
+    return RecallLayout(g.scale, g.shape, g.padded, view, origins, False, g.patch, pastes)
 
 
 def clean_coverage(layout: RecallLayout) -> np.ndarray:
@@ -129,21 +155,26 @@ def clean_coverage(layout: RecallLayout) -> np.ndarray:
 
 def plan_layout(shape: tuple[int, int], view: int, exemplar_box: Box, cfg: TilingConfig) -> RecallLayout:
     """Squeeze when the image fits the view or tiling is off; otherwise tiles at scale
-    ``min(max(1, view / short side), max_scale)`` (lower if over ``max_tiles``). Falls back to
-    the squeeze when the exemplar's patch is too big to paste or a pixel of the image would be
-    seen only under pasted patches."""
+    ``min(max(1, view / short side), max_scale)`` — or 1 when the exemplar's patch is too big
+    upsampled — lowered below 1 while there are more than ``max_tiles`` tiles. Falls back to the
+    squeeze when the patch is still too big to paste (people, cars) or a pixel of the image would
+    be seen only under pasted patches."""
     h, w = shape
     if not cfg.enabled or max(h, w) <= view:
         return squeeze_layout(shape, view)
-    scale = min(max(1.0, view / min(h, w)), cfg.max_scale)
-    while True:
-        layout = _tiled(shape, view, exemplar_box, scale, cfg.overlap)
-        if len(layout.origins) <= cfg.max_tiles or len(layout.origins) == 1:
+    if cfg.overlap >= view:
+        raise ValueError(f"tiling overlap {cfg.overlap} must be smaller than the view {view}")
+    fill = min(max(1.0, view / min(h, w)), cfg.max_scale)
+    for scale in dict.fromkeys((fill, 1.0)):
+        grid = _grid(shape, view, exemplar_box, scale, cfg.overlap)
+        if grid.patch_side <= cfg.max_patch_fraction * view:
             break
-        scale *= 0.9
-    py0, px0, py1, px1 = layout.patch
-    if max(py1 - py0, px1 - px0) > cfg.max_patch_fraction * view:
+    else:
         return squeeze_layout(shape, view)
+    while grid.count > cfg.max_tiles:  # the patch only shrinks with the scale
+        scale *= 0.9
+        grid = _grid(shape, view, exemplar_box, scale, cfg.overlap)
+    layout = _layout(grid, view)
     if clean_coverage(layout)[: layout.shape[0], : layout.shape[1]].min() < 1:
         return squeeze_layout(shape, view)
     return layout

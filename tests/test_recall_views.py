@@ -49,6 +49,9 @@ def test_tile_budget_lowers_the_scale_and_big_exemplars_are_squeezed():
     assert len(huge.origins) <= 16 and huge.scale[0] < 1 and _covered(huge).min() >= 1
     # a person-sized exemplar would not fit as a patch in a tile corner: squeeze instead
     assert plan_layout((600, 800), 448, (100, 100, 400, 250), TilingConfig()).squeezed
+    assert plan_layout((4000, 4000), 448, (100, 100, 1500, 1500), TilingConfig()).squeezed
+    with pytest.raises(ValueError, match="overlap"):
+        plan_layout((1000, 1000), 448, (10, 10, 20, 20), TilingConfig(overlap=448))
 
 
 @pytest.mark.parametrize("shape", [(1000, 1000), (1200, 1200), (1600, 300), (800, 800), (2000, 2000), (520, 696)])

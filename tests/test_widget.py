@@ -227,3 +227,14 @@ def test_find_similar_tiles_a_large_image(make_napari_viewer, tiny_checkpoint, q
     assert f"({len(layout.origins)} tiles)" in w.status.value, w.status.value
     qtbot.waitUntil(lambda: w._tile_bar is None, timeout=10000)  # the tiles' progress bar closed
     assert viewer.layers["proposals"].data.shape == image.shape
+    # a second exemplar of the same size in the same image reuses every tile's image features
+    encodes = w._recaller.stats["image_encodes"]
+    w.clear()
+    w.annotator.prob = np.zeros(image.shape, np.float32)
+    w.annotator.prob[333:378, 22:66] = 1  # the same coin in the lower copy
+    assert w.commit() == 2
+    assert w.find_similar() is not None
+    _wait(qtbot, w)
+    assert "proposals in" in w.status.value, w.status.value
+    assert w._recaller.stats["image_encodes"] == encodes and w._recaller.stats["exemplar_encodes"] > 0
+    assert viewer.layers["proposals"].data.shape == image.shape
