@@ -22,10 +22,8 @@ from src_models.clicks import clicks_to_tensor
 
 from .checkpoints import load_model
 from .image import to_rgb01
-from .recall_views import TilingConfig
+from .recall_views import Box, TilingConfig
 from .weights import default_checkpoint
-
-Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
 
 
 @dataclass

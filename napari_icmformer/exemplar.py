@@ -40,11 +40,7 @@ from .checkpoints import load_model
 from .clicking import first_eval_click
 from .engine import PredictorConfig, check_clicks, resolve_device, resolve_dtype
 from .image import to_rgb01
-from .recall_views import (
-    RecallLayout,
-    blend_weights,
-    plan_layout,
-)
+from .recall_views import Box, RecallLayout, blend_weights, plan_layout
 from .weights import default_checkpoint
 
 
@@ -348,7 +344,7 @@ class ExemplarPredictor:
         else:
             with self._autocast():
                 recall_image = self._tile_image(tile.origin)
-                if tile.image is recall_image or torch.equal(tile.image, recall_image):
+                if self.layout.pastes[index] is None:  # both branches see the same tile
                     logits = self.model(recall_image, tile.maps, maps)
                 else:  # the exemplar branch sees the pasted exemplar, the recall branch the tile
                     logits = self.model.decode(self.model.encode_exemplar(tile.image, tile.maps),
@@ -369,6 +365,6 @@ class _ExemplarTile:
     features: ExemplarFeatures | None = None
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+def _bbox(mask: np.ndarray) -> Box:
     ys, xs = np.nonzero(mask)
     return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
