@@ -20,6 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._triton_guard import keep_triton_out
+
+keep_triton_out()  # before anything imports torch's compiler stack (see _triton_guard)
+
+import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.qt.threading import create_worker
@@ -38,6 +43,20 @@ POSITIVE, NEGATIVE, CURRENT, OBJECTS = "positive clicks", "negative clicks", "cu
 PROPOSALS = "proposals"
 HELP = ("Left-click: positive · Right/Shift-click: negative\n"
         "C: commit · Shift+C: clear · Ctrl+Z: undo")
+
+
+DRAG_PIXELS = 3.0  # a press that moves farther than this (screen pixels) before release is a drag
+
+
+def _screen_pos(event) -> np.ndarray:
+    """The event's canvas position in screen pixels (napari passes vispy's ``pos``)."""
+    pos = getattr(event, "pos", None)
+    return np.asarray(pos if pos is not None else (np.nan, np.nan), float)[:2]
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    d = float(np.linalg.norm(a - b))
+    return 0.0 if np.isnan(d) else d
 
 
 def drop_committed(instances: np.ndarray, objects: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
@@ -66,7 +85,7 @@ class RecallSession:
 
 
 class SegmentationWidget(Container):
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.image_choice = ComboBox(label="image", choices=self._image_layers)
         self.checkpoint = FileEdit(label="checkpoint", mode="r", value="", filter="*.pt *.pth *.safetensors")
@@ -218,12 +237,17 @@ class SegmentationWidget(Container):
 
     # -- events -----------------------------------------------------------------------------
     def _mouse(self, layer, event):
-        """A press-release without dragging is a click; dragging still pans the view."""
-        start = np.asarray(event.position)
+        """A press-release that stays within ``DRAG_PIXELS`` screen pixels is a click; anything
+        longer is a drag (napari pans the view) and adds nothing. Measured on the canvas, not in
+        world coordinates: while the view pans, the world point under the cursor stays put."""
+        start = _screen_pos(event)
+        moved = 0.0
         yield
         while event.type == "mouse_move":
+            moved = max(moved, _distance(_screen_pos(event), start))
             yield
-        if np.linalg.norm(np.asarray(event.position) - start) > 2:
+        moved = max(moved, _distance(_screen_pos(event), start))
+        if moved > DRAG_PIXELS:
             return
         image = self.image_choice.value
         y, x = image.world_to_data(event.position)[-2:]
