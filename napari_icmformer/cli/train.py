@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
+from ..checkpoints import CheckpointError
 from ..training.distributed import shutdown_distributed
 from ..training.trainer import TrainConfig, Trainer
 
@@ -17,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icmformer-train", description=__doc__)
     p.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUT_DIR that already holds a run (its files are replaced)")
     p.add_argument("--task", choices=["sois", "mois"], default="sois",
                    help="sois: iCMFormer on single objects; mois: iCMFormer++ on exemplar + category targets "
                         "(datasets default to the instance-annotated ones; --init-from an iCMFormer checkpoint "
@@ -51,9 +55,36 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+RUN_FILES = ("last.pt", "last.state", "best.pt", "log.csv", "val.csv")
+
+
+def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """A run never silently replaces another: an OUT_DIR holding one needs --resume or --overwrite."""
+    found = [n for n in RUN_FILES if (out_dir / n).exists()]
+    if resume:
+        if not (out_dir / "last.pt").is_file():
+            raise ValueError(f"--resume: no last.pt in {out_dir} (start a new run without --resume)")
+        return
+    if found and not overwrite:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(found)}): pass --resume to continue it "
+                         "or --overwrite to replace it")
+    if found:
+        for n in found:
+            (out_dir / n).unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+        check_out_dir(Path(cfg.out_dir), args.resume, args.overwrite)
+        return run(args, cfg)
+    except (ValueError, CheckpointError, FileNotFoundError, yaml.YAMLError, TypeError) as exc:
+        print(f"icmformer-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, cfg: TrainConfig) -> int:
     if args.task == "mois":
         from ..training.mois_trainer import MOIS_DATASETS, MoisTrainer  # noqa: PLC0415
 
@@ -68,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.dist.enabled:
         say(f"distributed: {trainer.dist.world_size} processes, global batch "
             f"{trainer.dist.world_size * cfg.batch_size}")
-    if args.resume and trainer.last_path.exists():
+    if args.resume:
         trainer.resume()
         say(f"resumed from {trainer.last_path} at step {trainer.step}")
     try:

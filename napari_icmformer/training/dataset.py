@@ -114,20 +114,72 @@ def random_view(
     return vy0, vx0, vy0 + max(1, int(sy)), vx0 + max(1, int(sx))
 
 
-def make_training_sample(
-    pool: ObjectPool, obj_index: int, size: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray] | None:
-    """(image (3,S,S) in [0,1], mask (1,S,S), points (N,3)) or None when the object left the view."""
-    obj = pool.objects[obj_index]
+def _view_tensors(pool: ObjectPool, obj: PooledObject, size: int,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random view of ``obj`` at ``size``²: image (3,S,S) in [0,1] and its mask (1,S,S)."""
     image = pool.images[obj.image_index]
     mask = pool.full_mask(obj)
     y0, x0, y1, x1 = random_view(mask.shape, obj.box, rng)
     img = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1).float()[None] / 255
     m = torch.from_numpy(np.ascontiguousarray(mask[y0:y1, x0:x1])).float()[None, None]
     img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)[0]
-    m = (F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)[0] > 0.5).float()
+    m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)[0]
+    return img, m
+
+
+def _soft_alpha(mask: torch.Tensor) -> torch.Tensor:
+    """A paste alpha whose edge is one pixel soft, so a pasted outline is not a perfect step edge
+    the network could learn to look for instead of the image's own edges."""
+    k = torch.tensor([0.25, 0.5, 0.25])
+    a = F.conv2d(mask[None], (k[:, None] * k[None, :])[None, None], padding=1)[0]
+    return a.clamp(0, 1)
+
+
+def copy_paste(
+    pool: ObjectPool, obj_index: int, img: torch.Tensor, m: torch.Tensor, size: int,
+    rng: np.random.Generator, prob: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy-paste augmentation (Ghiasi et al. 2021), two kinds, each with probability ``prob``/2:
+    the target object pasted onto another training image's background (new object/background
+    pairs), or another image's object pasted over the view as a distractor that may occlude the
+    target (the target mask loses the occluded pixels)."""
+    if prob <= 0 or rng.random() >= prob or len(pool.images) < 2:
+        return img, m
+    obj = pool.objects[obj_index]
+    others = [i for i in rng.integers(0, len(pool.objects), size=8)
+              if pool.objects[int(i)].image_index != obj.image_index]
+    if not others:
+        return img, m
+    other = pool.objects[int(others[0])]
+    if rng.random() < 0.5:  # the target onto a new background
+        bg, _ = _view_tensors(pool, other, size, rng)
+        alpha = _soft_alpha((m > 0.5).float())
+        return alpha * img + (1 - alpha) * bg, m
+    # a distractor over the view, at 0.2-0.7 of the view, anywhere
+    dimg, dm = _view_tensors(pool, other, size, rng)
+    side = int(size * rng.uniform(0.2, 0.7))
+    dimg = F.interpolate(dimg[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    dm = F.interpolate(dm[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    alpha = torch.zeros_like(m)
+    patch = torch.zeros_like(img)
+    py, px = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+    alpha[:, py:py + side, px:px + side] = _soft_alpha((dm > 0.5).float())
+    patch[:, py:py + side, px:px + side] = dimg
+    out_m = m * (alpha <= 0.5).float()
+    if (out_m > 0.5).sum() < 0.5 * (m > 0.5).sum():
+        return img, m  # hiding most of the target teaches nothing about it
+    return alpha * patch + (1 - alpha) * img, out_m
+
+
+def make_training_sample(
+    pool: ObjectPool, obj_index: int, size: int, rng: np.random.Generator, copy_paste_prob: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray] | None:
+    """(image (3,S,S) in [0,1], mask (1,S,S), points (N,3)) or None when the object left the view."""
+    img, m = _view_tensors(pool, pool.objects[obj_index], size, rng)
+    m = (m > 0.5).float()
     if m.sum() < 10:
         return None
+    img, m = copy_paste(pool, obj_index, img, m, size, rng, copy_paste_prob)
     if rng.random() < 0.5:
         img, m = img.flip(-1), m.flip(-1)
     # colour: brightness / contrast and an RGB shift (SPEC §3)

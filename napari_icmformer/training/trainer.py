@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +19,7 @@ from tqdm import tqdm
 
 from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config
 
-from ..checkpoints import load_model, save_checkpoint
+from ..checkpoints import CheckpointError, load_model, save_checkpoint
 from ..clicking import sample_error_click
 from .dataset import ObjectPool, collate_points, make_training_sample
 from .distributed import init_distributed
@@ -40,7 +43,8 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.05
     warmup: int = 300
-    max_iter_clicks: int = 3
+    max_iter_clicks: int = 3  # 0..N clicks from the model's own errors per sample (corrections)
+    copy_paste: float = 0.0  # probability of a copy-paste augmentation per sample (dataset.copy_paste)
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on GPU only
     seed: int = 0
@@ -67,6 +71,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+@contextlib.contextmanager
+def _no_interrupt():
+    """Defer SIGINT while a checkpoint pair is written (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -153,22 +173,44 @@ class Trainer:
         path = path or self.last_path
         if not self.dist.is_main:
             return path
-        save_checkpoint(path, self.model, extra={
-            "step": self.step,
-            "train_config": asdict(self.cfg),
-            "world_size": self.dist.world_size,
-        })
-        torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng),
-                    "best_key": list(self.best_key)},
-                   path.with_suffix(".state"))
+        with _no_interrupt():  # a second Ctrl-C must not leave half a pair behind
+            # state first, then weights, each tmp-then-rename: the pair is consistent unless the
+            # process dies between the two renames, which resume() detects by the step both hold
+            state = {"optimizer": self.opt.state_dict(), "step": self.step, "rng": _rng_state(self.rng),
+                     "best_key": [float(v) for v in self.best_key]}
+            state_path = path.with_suffix(".state")
+            tmp = state_path.with_suffix(".state.tmp")
+            torch.save(state, tmp)
+            tmp.replace(state_path)
+            save_checkpoint(path, self.model, extra={
+                "step": self.step,
+                "train_config": asdict(self.cfg),
+                "world_size": self.dist.world_size,
+            })
         return path
 
     def resume(self, path: Path | None = None) -> None:
+        """Continue exactly where ``save`` stopped. Both files are read with safe loading (tensors
+        and plain Python types only): a crafted state file cannot run code."""
         path = path or self.last_path
         model = load_model(path)
+        state_path = path.with_suffix(".state")
+        if not state_path.is_file():
+            raise CheckpointError(f"{state_path} is missing: cannot resume (the weights alone are "
+                                  f"--init-from {path})")
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for foreign objects, EOF/zip errors for damage
+            reason = str(exc).splitlines()[0][:200] if str(exc) else "empty or truncated file"
+            raise CheckpointError(f"{state_path} is not a training state this version can read safely "
+                                  f"({type(exc).__name__}: {reason})") from exc
+        if not isinstance(state, dict) or not {"optimizer", "step", "rng"} <= set(state):
+            raise CheckpointError(f"{state_path} is not a training state (missing optimizer/step/rng)")
+        weights_step = getattr(model, "checkpoint_extra", {}).get("step")
+        if weights_step is not None and int(weights_step) != int(state["step"]):
+            raise CheckpointError(f"{path} (step {weights_step}) and {state_path} (step {state['step']}) "
+                                  "do not belong together: the last save was interrupted")
         self.model.load_state_dict(model.state_dict())
-        # optimizer state holds RNG tuples and numpy dicts: trusted, written by save() above
-        state = torch.load(path.with_suffix(".state"), map_location="cpu", weights_only=False)
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.best_key = tuple(state.get("best_key", (float(state.get("best_noc", math.inf)),)))
@@ -183,7 +225,7 @@ class Trainer:
         images, masks, points = [], [], []
         while len(images) < self.cfg.batch_size:
             idx = int(self.rng.choice(len(self.pool.objects), p=self.weights))
-            sample = make_training_sample(self.pool, idx, self.cfg.img_size, self.rng)
+            sample = make_training_sample(self.pool, idx, self.cfg.img_size, self.rng, self.cfg.copy_paste)
             if sample is None:
                 continue
             images.append(sample[0])
