@@ -1,15 +1,18 @@
-"""The dock widget: click to segment, commit, clear, undo, export. Thin: state lives in Annotator.
+"""The dock widget: click to segment, commit, clear, undo, export. Thin: the state lives in
+``Annotator`` / ``RecallAnnotator`` (Qt-free); this module translates events and holds layers.
 
-Mouse (on the image): left-click = positive click, right-click or Shift+left-click = negative.
-Keys (bound only on the image being segmented and this plugin's own layers, so napari's
-bindings elsewhere stay intact): C = commit the current object, Shift+C = clear the current
-clicks, Ctrl+Z = undo the last click / clear / commit (also while the widget has focus).
+Mouse (on any image): left-click = positive click, right-click or Shift+left-click = negative;
+a left-drag pans (a press that moves more than a few screen pixels is never a click).
+Keys (bound on the images and this plugin's own layers, so napari's bindings elsewhere stay
+intact): C = commit the current object, Shift+C = clear the current clicks, Ctrl+Z = undo the
+last click / clear / commit (also while the widget has focus). Each image gets its own layers,
+named after it and kept just above it; clicking an image segments that image.
 Stacks (3-D, 2-D+t): the slice under the current dims position is segmented, each slice keeps
-its own clicks and undo history, and its embedding stays cached while you move between slices.
+its own clicks, undo history and Find-similar proposals; object ids are unique in the stack.
 Find similar (iCMFormer++): the exemplar is a committed object (the last one, or the id you
-give); every other object of its kind is proposed in the 'proposals' layer. Clicks then fix the
-proposals (positive = missed object, negative = wrong one) until Accept commits them as new
-objects, or Clear (Shift+C) drops them. Undo steps back through recall clicks and accepts.
+give); every other object of its kind is proposed in the image's proposals layer. Clicks then
+fix the proposals (positive = missed object, negative = wrong one) until Accept commits them as
+new objects, or Clear (Shift+C) drops them. Undo steps back through recall clicks and accepts.
 Predictions run on a napari thread worker; a newer click supersedes a running one.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ._triton_guard import keep_triton_out
@@ -27,25 +30,27 @@ keep_triton_out()  # before anything imports torch's compiler stack (see _triton
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.layers import Image, Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
-from src_models import Clicks
-
-from .annotator import Annotator
+from .annotator import Annotator, RecallAnnotator, RecallJob, drop_committed
 from .engine import Predictor, PredictorConfig
 from .exemplar import ExemplarPredictor, RecallResult
-from .export import save_coco
+from .object_files import ObjectFileError, check_target, write_objects
 
-POSITIVE, NEGATIVE, CURRENT, OBJECTS = "positive clicks", "negative clicks", "current object", "objects"
-PROPOSALS = "proposals"
-HELP = ("Left-click: positive · Right/Shift-click: negative\n"
+__all__ = ["SegmentationWidget", "drop_committed"]
+
+POSITIVE, NEGATIVE, CURRENT, OBJECTS, PROPOSALS = (
+    "positive clicks", "negative clicks", "current object", "objects", "proposals")
+ROLES = (OBJECTS, CURRENT, PROPOSALS, POSITIVE, NEGATIVE)  # bottom to top, above their image
+HELP = ("Left-click: positive · Right/Shift-click: negative · drag: pan\n"
         "C: commit · Shift+C: clear · Ctrl+Z: undo")
-
-
 DRAG_PIXELS = 3.0  # a press that moves farther than this (screen pixels) before release is a drag
+CURRENT_COLOUR = (1.0, 0.85, 0.0, 1.0)  # the live mask: one colour no committed object has
+MARKER_SCREEN_PX = (10, 16)  # click markers' size on screen, whatever the image's size or zoom
 
 
 def _screen_pos(event) -> np.ndarray:
@@ -59,29 +64,26 @@ def _distance(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if np.isnan(d) else d
 
 
-def drop_committed(instances: np.ndarray, objects: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
-    """Proposals minus what is already committed: instances mostly covered by existing objects
-    (e.g. the exemplar itself) are dropped, the rest lose their overlapping pixels."""
-    out = np.where(objects > 0, 0, instances).astype(np.int32)
-    for lab in np.unique(instances):
-        if lab == 0:
-            continue
-        m = instances == lab
-        if np.count_nonzero(m & (objects > 0)) > max_overlap * np.count_nonzero(m):
-            out[m] = 0
-    return out
+def _current_colormap():
+    from napari.utils.colormaps import DirectLabelColormap  # noqa: PLC0415
+
+    return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: CURRENT_COLOUR})
 
 
 @dataclass
-class RecallSession:
-    """Find-similar state for one slice: the exemplar, the recall clicks and their history."""
+class ImageSession:
+    """One image's layers and per-slice state. The layers are ours by reference, never by name:
+    a user's layer that happens to be called "objects" is never adopted or overwritten."""
 
-    key: tuple[int, ...]
-    exemplar_id: int
-    clicks: Clicks = field(default_factory=Clicks)
-    result: RecallResult | None = None
-    generation: int = 0
-    history: list = field(default_factory=list)  # (clicks, result) before each recall click
+    image: Image
+    shape: tuple[int, ...]  # spatial shape (leading dims + plane)
+    layers: dict[str, object] = field(default_factory=dict)  # role -> layer
+    annotators: dict[tuple[int, ...], Annotator] = field(default_factory=dict)
+    recalls: dict[tuple[int, ...], RecallAnnotator] = field(default_factory=dict)
+    drawn: tuple[int, ...] | None = None  # slice of the current-object layer holding the live mask
+
+    def name(self, role: str) -> str:
+        return f"{self.image.name}: {role}"
 
 
 class SegmentationWidget(Container):
@@ -91,7 +93,9 @@ class SegmentationWidget(Container):
         self.checkpoint = FileEdit(label="checkpoint", mode="r", value="", filter="*.pt *.pth *.safetensors")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.zoom_in = CheckBox(label="zoom-in", value=True)
-        self.threshold = FloatSpinBox(label="threshold", value=0.49, min=0.01, max=0.99, step=0.01)
+        self.refine = CheckBox(label="snap to edges (graph cut)", value=PredictorConfig.refine == "graphcut")
+        self.threshold = FloatSpinBox(label="threshold", value=PredictorConfig.threshold, min=0.01, max=0.99,
+                                      step=0.01)
         self.commit_btn = PushButton(text="Commit (C)")
         self.clear_btn = PushButton(text="Clear (Shift+C)")
         self.undo_btn = PushButton(text="Undo (Ctrl+Z)")
@@ -100,26 +104,22 @@ class SegmentationWidget(Container):
         self.exemplar_id = SpinBox(label="exemplar id (0 = last)", value=0, min=0, max=2**31 - 1)
         self.find_btn = PushButton(text="Find similar")
         self.accept_btn = PushButton(text="Accept proposals")
-        self.export_path = FileEdit(label="export to", mode="w", value="objects.json",
-                                    filter="*.json *.tif *.tiff *.png")
+        self.export_path = FileEdit(label="export to", mode="w", value="", filter="*.json *.tif *.tiff *.png")
         self.export_btn = PushButton(text="Export objects (COCO json / label image)")
         self.status = Label(value="Select an image and click on an object.")
         super().__init__(widgets=[Label(value=HELP), self.image_choice, self.checkpoint, self.device, self.zoom_in,
-                                  self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
+                                  self.refine, self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
                                   self.mois_checkpoint, self.exemplar_id, self.find_btn, self.accept_btn,
                                   self.export_path, self.export_btn, self.status])
+        self._wrap_status()
         self._lock = threading.Lock()
         self._predictor: Predictor | None = None
         self._predictor_key: tuple | None = None
         self._recaller: ExemplarPredictor | None = None
         self._recaller_key: tuple | None = None
-        self._recaller_exemplar: tuple | None = None
-        self._recaller_image: tuple | None = None
-        self.recall_session: RecallSession | None = None
         self._tile_bar: progress | None = None  # napari progress of a tiled recall
-        self._annotators: dict[tuple[int, ...], Annotator] = {}
-        self.shape: tuple[int, ...] | None = None  # the image's spatial shape (leading dims + plane)
-        self._drawn: tuple[int, ...] | None = None  # slice of 'current object' holding the live mask
+        self._sessions: dict[int, ImageSession] = {}  # id(image layer) -> its session
+        self._owner: dict[int, ImageSession] = {}  # id(our layer) -> the session it belongs to
         self.last_worker = None
         self.pending = 0  # predictions started and not yet finished (tests wait on this)
         self.commit_btn.changed.connect(self.commit)
@@ -128,37 +128,132 @@ class SegmentationWidget(Container):
         self.find_btn.changed.connect(lambda *_: self.find_similar())
         self.accept_btn.changed.connect(lambda *_: self.accept())
         self.export_btn.changed.connect(lambda *_: self.export(self.export_path.value))
+        self.threshold.changed.connect(self._on_threshold)
+        for w in (self.threshold, self.exemplar_id, self.checkpoint, self.mois_checkpoint, self.device,
+                  self.zoom_in, self.refine, self.image_choice, self.export_path):
+            w.changed.connect(self._focus_canvas)  # C and Ctrl+Z go back to the canvas
         viewer.dims.events.current_step.connect(self._on_dims)
         self._install_widget_shortcut()
         self.image_choice.changed.connect(self._on_image_changed)
-        viewer.layers.events.inserted.connect(lambda e: self.image_choice.reset_choices())
-        viewer.layers.events.removed.connect(lambda e: self.image_choice.reset_choices())
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self._on_removed)
+        for layer in list(viewer.layers):
+            if isinstance(layer, Image):
+                self._hook_image(layer)
         self._on_image_changed()
 
     # -- layers -----------------------------------------------------------------------------
     def _image_layers(self, _=None) -> list:
-        from napari.layers import Image  # noqa: PLC0415
-
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
-    def _layer(self, name: str, kind: str, shape: tuple[int, ...]):
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            if kind == "points" and layer.ndim != len(shape):  # our own layer, made for another image
-                self.viewer.layers.remove(layer)
-            elif name == CURRENT and layer.data.shape != shape:
-                layer.data = np.zeros(shape, np.int32)
-                return layer
-            else:
-                return layer
-        if kind == "labels":
-            layer = self.viewer.add_labels(np.zeros(shape, np.int32), name=name)
+    def _wrap_status(self) -> None:
+        """Long messages wrap instead of widening the dock (which can squeeze the canvas to 0)."""
+        try:
+            from qtpy.QtWidgets import QSizePolicy  # noqa: PLC0415
+        except ImportError:
+            return
+        label = self.status.native
+        label.setWordWrap(True)
+        label.setMinimumWidth(1)
+        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def _on_inserted(self, event) -> None:
+        layer = event.value
+        self.image_choice.reset_choices()
+        if isinstance(layer, Image) and id(layer) not in self._owner:
+            self._hook_image(layer)
+            self.image_choice.value = layer  # a newly opened image is the one to segment
+
+    def _on_removed(self, event) -> None:
+        layer = event.value
+        self._sessions.pop(id(layer), None)  # an image gone: its session goes (its layers stay the user's)
+        self.image_choice.reset_choices()
+
+    def _hook_image(self, image: Image) -> None:
+        """Every image can be clicked at once, without choosing it in the combo box first."""
+        if self._mouse not in image.mouse_drag_callbacks:
+            image.mouse_drag_callbacks.append(self._mouse)
+            self._bind_keys(image)
+
+    def session_for(self, image: Image | None) -> ImageSession | None:
+        """The image's session (made on first use); None for layers that are not 2-D+ images."""
+        if image is None:
+            return None
+        session = self._sessions.get(id(image))
+        if session is not None and session.image is image:
+            return session
+        shape = tuple(np.shape(image.data))
+        shape = shape[:-1] if image.rgb else shape
+        if len(shape) < 2:
+            return None
+        session = ImageSession(image, shape)
+        self._sessions[id(image)] = session
+        return session
+
+    @property
+    def session(self) -> ImageSession | None:
+        return self.session_for(self.image_choice.value)
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        s = self.session
+        return None if s is None else s.shape
+
+    def layer(self, role: str, session: ImageSession | None = None):
+        """Our layer ``role`` of the image, re-made (and redrawn) if the user deleted it."""
+        session = session or self.session
+        if session is None:
+            return None
+        layer = session.layers.get(role)
+        if layer is not None and layer in self.viewer.layers:
+            return layer
+        shape = session.shape
+        if role in (POSITIVE, NEGATIVE):
+            colour = "lime" if role == POSITIVE else "red"
+            size = max(2.0, 0.012 * max(shape[-2:]))
+            layer = Points(np.zeros((0, len(shape))), name=session.name(role), face_color=colour, size=size,
+                           border_color="white", canvas_size_limits=MARKER_SCREEN_PX)
+        elif role == OBJECTS and layer is not None:  # deleted by the user: nothing committed is lost
+            layer = Labels(layer.data, name=session.name(role), opacity=0.7)
+        elif role == CURRENT:
+            layer = Labels(np.zeros(shape, np.int32), name=session.name(role), opacity=0.55,
+                           colormap=_current_colormap())
         else:
-            colour = "lime" if name == POSITIVE else "red"
-            layer = self.viewer.add_points(np.zeros((0, len(shape))), name=name, face_color=colour, size=8)
-        self._bind_keys(layer, undo=name != OBJECTS)  # 'objects' keeps napari's own paint undo
+            layer = Labels(np.zeros(shape, np.int32), name=session.name(role), opacity=0.5 if role == PROPOSALS
+                           else 0.7)
+        layer.scale = session.image.scale[-len(shape):]
+        layer.translate = session.image.translate[-len(shape):]
+        self._owner[id(layer)] = session
+        session.layers[role] = layer
+        self.viewer.layers.append(layer)
+        self._place_above_image(session)
+        self._bind_keys(layer, undo=role != OBJECTS)  # the objects layer keeps napari's own paint undo
         layer.mouse_drag_callbacks.append(self._mouse)
+        if role == OBJECTS:
+            self.viewer.layers.selection.active = session.image
+        if role == CURRENT:
+            session.drawn = None
         return layer
+
+    def _place_above_image(self, session: ImageSession) -> None:
+        """Our layers directly above their image (objects, current, proposals, clicks)."""
+        layers = self.viewer.layers
+        if session.image not in layers:
+            return
+        target = layers.index(session.image) + 1
+        for role in ROLES:
+            layer = session.layers.get(role)
+            if layer is None or layer not in layers:
+                continue
+            index = layers.index(layer)
+            if index != target:
+                layers.move(index, target if index > target else target - 1)
+                target = layers.index(layer)
+            target += 1
+
+    @staticmethod
+    def _plane(data: np.ndarray, key: tuple[int, ...]) -> np.ndarray:
+        return data[key] if key else data  # a view: commits land in the layer's array
 
     def _bind_keys(self, layer, undo: bool = True) -> None:
         layer.bind_key("c", lambda _layer: self.commit(), overwrite=True)
@@ -182,58 +277,75 @@ class SegmentationWidget(Container):
         self._shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self._shortcut.activated.connect(self.undo)
 
+    def _focus_canvas(self, *_) -> None:
+        """After a field was edited, the keys (C, Shift+C, Ctrl+Z) belong to the canvas again."""
+        qt_viewer = getattr(self.viewer.window, "_qt_viewer", None)
+        canvas = getattr(getattr(qt_viewer, "canvas", None), "native", None)
+        if canvas is not None:
+            canvas.setFocus()
+
     def _on_image_changed(self, *_) -> None:
-        image = self.image_choice.value
-        self.shape, self._annotators, self._drawn = None, {}, None
-        self.recall_session = None
-        if image is None:
+        session = self.session
+        if session is None:
+            image = self.image_choice.value
+            self.status.value = ("Open an image to segment." if image is None else
+                                 f"{image.name} is not an image with two spatial dimensions.")
             return
-        shape = tuple(np.shape(image.data))
-        shape = shape[:-1] if image.rgb else shape
-        if len(shape) < 2:
-            self.status.value = "This layer is not an image with two spatial dimensions."
-            return
-        objects = self._layer(OBJECTS, "labels", shape)
-        if objects.data.shape != shape:
-            show_error(f"'{OBJECTS}' layer shape {objects.data.shape} does not match image {shape}: "
-                       f"rename or remove it to segment this image")
-            return
-        self.shape = shape
-        self._layer(CURRENT, "labels", shape).data[...] = 0
-        self._layer(POSITIVE, "points", shape)
-        self._layer(NEGATIVE, "points", shape)
-        if self._mouse not in image.mouse_drag_callbacks:
-            image.mouse_drag_callbacks.append(self._mouse)
-            self._bind_keys(image)
-        self.viewer.layers.selection.active = image
+        self._hook_image(session.image)
+        self.layer(OBJECTS, session)  # made first, so the objects sit lowest above the image
+        self.viewer.layers.selection.active = session.image
+        self.status.value = f"{session.image.name}: click on an object."
         self._refresh()
 
     # -- slices -----------------------------------------------------------------------------
-    def current_slice(self) -> tuple[int, ...]:
+    def current_slice(self, session: ImageSession | None = None) -> tuple[int, ...]:
         """Indices of the leading (non-plane) dims under the viewer's dims position; () for 2-D."""
-        if self.shape is None or len(self.shape) == 2:
+        session = session or self.session
+        if session is None or len(session.shape) == 2:
             return ()
-        lead = self.shape[:-2]
-        point = self.image_choice.value.world_to_data(self.viewer.dims.point)
+        lead = session.shape[:-2]
+        point = session.image.world_to_data(self.viewer.dims.point)
         return tuple(int(np.clip(round(float(point[i])), 0, n - 1)) for i, n in enumerate(lead))
+
+    def annotator_for(self, session: ImageSession | None) -> Annotator | None:
+        """The annotator of the slice on screen (one per slice), writing into our objects layer."""
+        if session is None or session.image not in self.viewer.layers:
+            return None
+        key = self.current_slice(session)
+        if key not in session.annotators:
+            objects = self.layer(OBJECTS, session)
+            session.annotators[key] = Annotator(session.shape[-2:], self.threshold.value,
+                                                objects=self._plane(objects.data, key),
+                                                next_id=lambda: int(self.layer(OBJECTS, session).data.max()) + 1)
+        return session.annotators[key]
 
     @property
     def annotator(self) -> Annotator | None:
-        """The annotator of the slice on screen (created on first use, one per slice)."""
-        if not self._layers_ready():
+        return self.annotator_for(self.session)
+
+    def recall_for(self, session: ImageSession | None) -> RecallAnnotator | None:
+        ann = self.annotator_for(session)
+        if ann is None:
             return None
-        key = self.current_slice()
-        if key not in self._annotators:
-            objects = self.viewer.layers[OBJECTS].data
-            plane = objects[key] if key else objects  # a view: commits land in the layer's array
-            self._annotators[key] = Annotator(self.shape[-2:], self.threshold.value, objects=plane)
-        return self._annotators[key]
+        key = self.current_slice(session)
+        rec = session.recalls.get(key)
+        if rec is None or rec.annotator is not ann:
+            rec = session.recalls[key] = RecallAnnotator(ann)
+        return rec
+
+    @property
+    def recall(self) -> RecallAnnotator | None:
+        return self.recall_for(self.session)
 
     def _on_dims(self, *_) -> None:
-        if self._layers_ready() and len(self.shape) > 2 and self.current_slice() != self._drawn:
-            if self.recall_session is not None and self.recall_session.key != self.current_slice():
-                self._end_recall("proposals dropped: the slice changed before Accept")
+        session = self.session
+        if session is not None and len(session.shape) > 2 and self.current_slice(session) != session.drawn:
+            waiting = [k for k, r in session.recalls.items() if r.active and r.result is not None
+                       and k != self.current_slice(session)]
             self._refresh()
+            if waiting:
+                self.status.value = (f"proposals waiting on slice(s) {', '.join(map(str, waiting))}: go back to "
+                                     "Accept or Clear them")
 
     # -- events -----------------------------------------------------------------------------
     def _mouse(self, layer, event):
@@ -249,28 +361,37 @@ class SegmentationWidget(Container):
         moved = max(moved, _distance(_screen_pos(event), start))
         if moved > DRAG_PIXELS:
             return
-        image = self.image_choice.value
-        y, x = image.world_to_data(event.position)[-2:]
+        session = self._owner.get(id(layer)) or self.session_for(layer if isinstance(layer, Image) else None)
+        if session is None:
+            return
+        if self.image_choice.value is not session.image:
+            self.image_choice.value = session.image  # clicking an image segments that image
+        y, x = session.image.world_to_data(event.position)[-2:]
         negative = event.button == 2 or "Shift" in event.modifiers
         self.click(float(y), float(x), positive=not negative)
 
+    def _predictor_config(self) -> PredictorConfig:
+        return PredictorConfig(device=self.device.value, zoom_in=self.zoom_in.value, threshold=self.threshold.value,
+                               refine="graphcut" if self.refine.value else "none")
+
     def _get_predictor(self) -> Predictor:
         ckpt = str(self.checkpoint.value) if str(self.checkpoint.value) not in ("", ".") else None
-        key = (ckpt, self.device.value, self.zoom_in.value)
+        key = (ckpt, self.device.value)
+        cfg = self._predictor_config()
         if self._predictor is None or key != self._predictor_key:
-            cfg = PredictorConfig(device=self.device.value, zoom_in=self.zoom_in.value,
-                                  threshold=self.threshold.value)
             self._predictor = Predictor.from_checkpoint(Path(ckpt) if ckpt else None, cfg)
             self._predictor_key = key
+        elif self._predictor.config != cfg:  # zoom-in / refinement / threshold: same model and caches
+            self._predictor.config = cfg
         return self._predictor
 
     def click(self, y: float, x: float, positive: bool = True):
         """Add a click and start its prediction on a worker thread; returns the worker."""
-        if not self._layers_ready():
-            self._on_image_changed()  # a layer of ours was deleted: make fresh ones
-        if self.recall_session is not None:
-            return self._recall_click(y, x, positive)
-        annotator = self.annotator
+        session = self.session
+        rec = self.recall_for(session)
+        if rec is not None and rec.active:
+            return self._recall_click(session, rec, y, x, positive)
+        annotator = self.annotator_for(session)
         if annotator is None:
             show_info("Add or select an image first.")
             return None
@@ -279,10 +400,9 @@ class SegmentationWidget(Container):
         except ValueError as exc:
             show_info(str(exc))
             return None
-        if self._layers_ready():
-            self._refresh_points()
-        image = self.image_choice.value
-        key = self.current_slice()
+        self._refresh_points()
+        key = self.current_slice(session)
+        image = session.image
         data = image.data[key] if key else image.data
         image_key = (id(image), id(image.data), key)
 
@@ -324,35 +444,56 @@ class SegmentationWidget(Container):
         self.status.value = f"error: {exc}"
         show_error(str(exc))
 
+    def _on_threshold(self, value: float) -> None:
+        """The threshold has one owner (this field): the live mask follows it at once, and the
+        next prediction runs with it (zoom-in window, refinement, Find similar)."""
+        for session in self._sessions.values():
+            for ann in session.annotators.values():
+                ann.threshold = float(value)
+        if self._predictor is not None:
+            self._predictor.config = replace(self._predictor.config, threshold=float(value))
+        if self._recaller is not None:
+            self._recaller.config = replace(self._recaller.config, threshold=float(value))
+        self._refresh()
+
     def commit(self, *_):
-        if self.annotator is None:
+        ann = self.annotator
+        if ann is None:
             return 0
-        new_id = self.annotator.commit()
+        try:
+            new_id = ann.commit()
+        except ValueError as exc:
+            self.status.value = str(exc)
+            show_error(str(exc))
+            return 0
         self.status.value = f"committed object {new_id}" if new_id else "nothing to commit"
         self._refresh()
         return new_id
 
     def clear(self, *_):
-        if self.recall_session is not None:
-            self._end_recall("proposals cleared")
+        rec = self.recall
+        if rec is not None and rec.active:
+            rec.stop()
+            self.status.value = "proposals cleared"
+            self._refresh()
             return
-        if self.annotator is not None:
-            self.annotator.clear()
+        ann = self.annotator
+        if ann is not None:
+            had = len(ann.clicks) > 0 or ann.prob is not None
+            ann.clear()
+            self.status.value = "cleared the current object" if had else "nothing to clear"
             self._refresh()
 
     def undo(self, *_):
-        session = self.recall_session
-        if session is not None:
-            if session.history:
-                session.clicks, session.result = session.history.pop()
-                session.generation += 1
-                self.status.value = "undid recall click"
-                self._show_proposals()
-            else:
-                self._end_recall("undid find similar")
+        rec = self.recall
+        if rec is not None and rec.active:
+            kind = rec.undo()
+            self.status.value = f"undid {kind}"
+            self._refresh()
             return
-        if self.annotator is not None:
-            kind = self.annotator.undo()
+        ann = self.annotator
+        if ann is not None:
+            kind = ann.undo()
             self.status.value = f"undid {kind}" if kind else "nothing to undo"
             self._refresh()
 
@@ -363,65 +504,52 @@ class SegmentationWidget(Container):
         if self._recaller is None or key != self._recaller_key:
             cfg = PredictorConfig(device=self.device.value, threshold=self.threshold.value)
             self._recaller = ExemplarPredictor.from_checkpoint(Path(ckpt) if ckpt else None, cfg)
-            self._recaller_key, self._recaller_image, self._recaller_exemplar = key, None, None
+            self._recaller_key = key
         return self._recaller
 
     def find_similar(self, exemplar_id: int | None = None):
         """Propose every object like the exemplar (a committed object); returns the worker."""
-        if not self._layers_ready():
+        session = self.session
+        rec = self.recall_for(session)
+        if rec is None:
             show_info("Add or select an image first.")
             return None
-        ann = self.annotator
-        eid = exemplar_id or self.exemplar_id.value or ann.last_committed
-        if not eid or not (ann.objects == eid).any():
-            msg = (f"no object with id {eid} in this image" if eid else
-                   "Commit an object first: it is the exemplar that Find similar looks for.")
-            self.status.value = msg
-            show_info(msg)
+        try:
+            job = rec.start(exemplar_id or self.exemplar_id.value or None)
+        except ValueError as exc:
+            self.status.value = str(exc)
+            show_info(str(exc))
             return None
-        self.recall_session = RecallSession(self.current_slice(), int(eid))
-        return self._start_recall(self.recall_session)
+        return self._start_recall(session, rec, job)
 
-    def _recall_click(self, y: float, x: float, positive: bool):
-        session, ann = self.recall_session, self.annotator
-        h, w = ann.shape
-        if not (0 <= y < h and 0 <= x < w):
-            show_info(f"click at (y={y:.0f}, x={x:.0f}) is outside the image ({h} x {w})")
+    def _recall_click(self, session: ImageSession, rec: RecallAnnotator, y: float, x: float, positive: bool):
+        try:
+            job = rec.add_click(y, x, positive)
+        except ValueError as exc:
+            show_info(str(exc))
             return None
-        session.history.append((session.clicks, session.result))
-        session.clicks = session.clicks.add(y, x, positive)
-        session.generation += 1
         self._refresh_points()
-        return self._start_recall(session)
+        return self._start_recall(session, rec, job)
 
-    def _start_recall(self, session: RecallSession):
-        ann = self.annotator
-        image = self.image_choice.value
-        key = session.key
+    def _start_recall(self, session: ImageSession, rec: RecallAnnotator, job: RecallJob):
+        key = self.current_slice(session)
+        image = session.image
         data = image.data[key] if key else image.data
         image_key = (id(image), id(image.data), key)
-        exemplar = ann.objects == session.exemplar_id
-        ex_clicks = ann.object_clicks.get(session.exemplar_id)  # None for a painted object
-        exemplar_key = (image_key, session.exemplar_id, hash(np.packbits(exemplar).tobytes()))
-        clicks, gen = session.clicks, session.generation
-        prev = None if session.result is None else session.result.prob
+        exemplar_key = (image_key, job.exemplar_id, hash(np.packbits(job.exemplar).tobytes()))
 
         def work():
             with self._lock:
                 t = time.perf_counter()
                 recaller = self._get_recaller()
-                if self._recaller_image != image_key:  # a new exemplar keeps the image's tile features
-                    recaller.set_image(np.asarray(data))
-                    self._recaller_image, self._recaller_exemplar = image_key, None
-                if self._recaller_exemplar != exemplar_key:
-                    recaller.set_exemplar(exemplar, ex_clicks)
-                    self._recaller_exemplar = exemplar_key
+                recaller.set_image(np.asarray(data), key=image_key)  # a new exemplar keeps the tile features
+                recaller.set_exemplar(job.exemplar, job.exemplar_clicks, key=exemplar_key)
                 tiles = len(recaller.layout.origins)  # > 1: a large image, shown as a progress bar
-                result = recaller.recall(clicks, prev, on_tile=self._tile_done if tiles > 1 else None)
-                return result, time.perf_counter() - t
+                result = recaller.recall(job.clicks, job.prev_prob, on_tile=self._tile_done if tiles > 1 else None)
+                scale = min(recaller.layout.scale)
+                return result, time.perf_counter() - t, scale
 
-        return self._start_worker(work, lambda result: self._on_recall(session, gen, *result),
-                                  "finding similar objects…")
+        return self._start_worker(work, lambda result: self._on_recall(rec, job, *result), "finding similar objects…")
 
     @ensure_main_thread
     def _tile_done(self, done: int, total: int) -> None:
@@ -435,107 +563,133 @@ class SegmentationWidget(Container):
             self._tile_bar.close()
             self._tile_bar = None
 
-    def _on_recall(self, session: RecallSession, gen: int, result: RecallResult, seconds: float) -> None:
-        if self.recall_session is not session or session.generation != gen:
+    def _on_recall(self, rec: RecallAnnotator, job: RecallJob, result: RecallResult, seconds: float,
+                   scale: float = 1.0) -> None:
+        if not rec.apply(job, result):
             return  # stale
-        session.result = result
-        n = self._show_proposals()
-        tiles = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
-        self.status.value = f"{n} proposals in {seconds * 1000:.0f} ms{tiles} · click to fix, then Accept"
+        self._refresh()
+        proposals = rec.proposals()
+        n = 0 if proposals is None else len(np.unique(proposals)) - 1
+        how = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
+        if scale < 0.999:
+            how += f" — the image was shrunk to {scale:.0%} to fit the model's view; small objects may be missed"
+        self.status.value = f"{n} proposals in {seconds * 1000:.0f} ms{how} · click to fix, then Accept"
 
     def proposals(self) -> np.ndarray | None:
         """The current proposals (instance labels of the slice), committed objects left out."""
-        session = self.recall_session
-        if session is None or session.result is None:
-            return None
-        return drop_committed(session.result.instances, self.annotator.objects)
-
-    def _show_proposals(self) -> int:
-        if self.shape is None:
-            return 0
-        if PROPOSALS not in self.viewer.layers:
-            layer = self.viewer.add_labels(np.zeros(self.shape, np.int32), name=PROPOSALS, opacity=0.5)
-            self._bind_keys(layer)
-            layer.mouse_drag_callbacks.append(self._mouse)
-        layer = self.viewer.layers[PROPOSALS]
-        if layer.data.shape != self.shape:
-            layer.data = np.zeros(self.shape, np.int32)
-        layer.data[...] = 0
-        proposals = self.proposals()
-        if proposals is not None:
-            layer.data[self.recall_session.key] = proposals
-        layer.refresh()
-        self._refresh_points()
-        return 0 if proposals is None else len(np.unique(proposals)) - 1
-
-    def _end_recall(self, message: str) -> None:
-        self.recall_session = None
-        if PROPOSALS in self.viewer.layers:
-            layer = self.viewer.layers[PROPOSALS]
-            layer.data[...] = 0
-            layer.refresh()
-        self.status.value = message
-        self._refresh()
+        rec = self.recall
+        return None if rec is None else rec.proposals()
 
     def accept(self) -> list[int]:
         """Commit the proposals as new objects (one undo step); existing objects are kept."""
-        proposals = self.proposals()
-        if proposals is None:
+        rec = self.recall
+        if rec is None or rec.proposals() is None:
             show_info("Nothing to accept: run Find similar first.")
             return []
-        ids = self.annotator.commit_labels(proposals)
-        self._end_recall(f"accepted {len(ids)} objects" + (f" (ids {ids[0]}–{ids[-1]})" if ids else ""))
+        try:
+            ids = rec.accept()
+        except ValueError as exc:
+            self.status.value = str(exc)
+            show_error(str(exc))
+            return []
+        self.status.value = f"accepted {len(ids)} objects" + (f" (ids {ids[0]}–{ids[-1]})" if ids else "")
+        self._refresh()
         return ids
 
-    def export(self, path) -> Path | None:
-        """Write 'objects' as COCO instances json (.json) or a label image (napari's writers)."""
+    # -- export -----------------------------------------------------------------------------
+    def default_export_path(self) -> Path | None:
+        """``<image>_objects.json`` next to the image file (or in the working folder)."""
+        session = self.session
+        if session is None:
+            return None
+        source = getattr(getattr(session.image, "source", None), "path", None)
+        folder = Path(source).parent if source else Path.cwd()
+        stem = Path(source).stem if source else session.image.name
+        return folder / f"{stem}_objects.json"
+
+    def confirm_overwrite(self, path: Path) -> bool:
+        """Ask before replacing a file (tests replace this method)."""
+        from qtpy.QtWidgets import QMessageBox  # noqa: PLC0415
+
+        answer = QMessageBox.question(self.native, "Replace file?", f"{path} already exists. Replace it?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def export(self, path=None):
+        """Write the image's objects as COCO json (.json) or a label image (.tif/.png) on a
+        worker (napari progress); an existing file is replaced only after asking. Returns the
+        worker (None when nothing was started)."""
+        session = self.session
+        objects = None if session is None else session.layers.get(OBJECTS)
+        if objects is None or objects not in self.viewer.layers or not objects.data.any():
+            self._say("Nothing to export yet: commit an object first.")
+            return None
+        if path is None or str(path) in ("", "."):
+            path = self.default_export_path()
+            self.export_path.value = path
         path = Path(path)
-        if OBJECTS not in self.viewer.layers:
-            show_info("Nothing to export yet.")
-            return None
-        layer = self.viewer.layers[OBJECTS]
         try:
-            if path.suffix.lower() == ".json":
-                save_coco(path, layer.data)
-            else:
-                written = layer.save(str(path))
-                if not written:
-                    raise ValueError(f"napari has no writer for {path.suffix!r}; use .json, .tif or .png")
-        except (OSError, ValueError) as exc:
-            self.status.value = f"export failed: {exc}"
-            show_error(str(exc))
+            check_target(path)
+        except FileExistsError:
+            if not self.confirm_overwrite(path):
+                self.status.value = f"export cancelled: {path} was kept"
+                return None
+        except ObjectFileError as exc:
+            self._say(f"export failed: {exc}", error=True)
             return None
-        self.status.value = f"exported {int(layer.data.max())} object ids to {path}"
-        return path
+        labels, name = objects.data, session.image.name
+        if source := getattr(getattr(session.image, "source", None), "path", None):
+            name = Path(source).name
+
+        def work():
+            with progress(total=0, desc=f"exporting {path.name}"):
+                return write_objects(path, labels, name, overwrite=True), int(np.count_nonzero(np.unique(labels)))
+
+        def done(result):
+            written, n = result
+            self.status.value = f"exported {n} objects to {written}"
+
+        return self._start_worker(work, done, f"exporting to {path}…")
+
+    def _say(self, message: str, error: bool = False) -> None:
+        self.status.value = message
+        (show_error if error else show_info)(message)
 
     # -- display ----------------------------------------------------------------------------
     def _refresh_points(self) -> None:
-        ann, key = self.annotator, self.current_slice()
-        shown = self.recall_session.clicks if self.recall_session is not None else ann.clicks
-        for name, clicks in ((POSITIVE, shown.positives), (NEGATIVE, shown.negatives)):
+        session = self.session
+        ann = self.annotator_for(session)
+        if ann is None:
+            return
+        key = self.current_slice(session)
+        rec = session.recalls.get(key)
+        shown = rec.clicks if rec is not None and rec.active else ann.clicks
+        for role, clicks in ((POSITIVE, shown.positives), (NEGATIVE, shown.negatives)):
             pts = [(*key, c.y, c.x) for c in clicks]
-            self.viewer.layers[name].data = np.array(pts, float).reshape(-1, len(self.shape))
-
-    def _layers_ready(self) -> bool:
-        """False while our layers or the image are gone (removed by the user, viewer closing)."""
-        layers = self.viewer.layers
-        image = self.image_choice.value
-        return (self.shape is not None and image is not None and image in layers
-                and all(name in layers for name in (POSITIVE, NEGATIVE, CURRENT, OBJECTS)))
+            self.layer(role, session).data = np.array(pts, float).reshape(-1, len(session.shape))
 
     def _refresh(self) -> None:
-        if not self._layers_ready():
-            return
-        ann = self.annotator
+        session = self.session
+        ann = self.annotator_for(session)
         if ann is None:
             return
         ann.threshold = self.threshold.value
         self._refresh_points()
-        key = self.current_slice()
-        current = self.viewer.layers[CURRENT]
-        if self._drawn is not None and self._drawn != key:
-            current.data[self._drawn] = 0
-        current.data[key] = ann.current_mask
-        self._drawn = key
+        key = self.current_slice(session)
+        current = self.layer(CURRENT, session)
+        if session.drawn is not None and session.drawn != key:
+            current.data[session.drawn] = 0
+        plane = self._plane(current.data, key)
+        plane[...] = ann.current_mask
+        session.drawn = key
         current.refresh()
-        self.viewer.layers[OBJECTS].refresh()
+        rec = session.recalls.get(key)
+        proposals = rec.proposals() if rec is not None else None
+        if proposals is not None or PROPOSALS in session.layers:
+            layer = self.layer(PROPOSALS, session)
+            layer.data[...] = 0
+            if proposals is not None:
+                self._plane(layer.data, key)[...] = proposals
+            layer.refresh()
+        self.layer(OBJECTS, session).refresh()

@@ -38,7 +38,7 @@ from src_models.icmformer_pp import ExemplarFeatures, ICMFormerPP, split_negativ
 
 from .checkpoints import load_model
 from .clicking import first_eval_click
-from .engine import PredictorConfig, check_clicks, resolve_device, resolve_dtype
+from .engine import PredictorConfig, check_clicks, check_prev_mask, resolve_device, resolve_dtype
 from .image import to_rgb01
 from .recall_views import Box, RecallLayout, blend_weights, plan_layout
 from .weights import default_checkpoint
@@ -143,6 +143,8 @@ class ExemplarPredictor:
             raise ValueError(f"recall_view {self.size} must be a multiple of the patch size "
                              f"{model.cfg.patch_size} and at least {2 * model.cfg.patch_size}")
         self._rgb: torch.Tensor | None = None  # (1, 3, H, W) image in [0, 1]
+        self._image_key: object | None = None
+        self._exemplar_key: object | None = None
         self._shape: tuple[int, int] | None = None
         self._layout: RecallLayout | None = None  # chosen per exemplar (its size decides)
         self._layout_image: torch.Tensor | None = None  # (1, 3, Hp, Wp) the image in the layout
@@ -164,7 +166,12 @@ class ExemplarPredictor:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     # -- image and exemplar -------------------------------------------------------------------
-    def set_image(self, image: object) -> None:
+    def set_image(self, image: object, key: object | None = None) -> None:
+        """Convert and keep the image. ``key`` (hashable) names it: the same key again keeps the
+        image, its tile features and the exemplar (the caller need not track them)."""
+        if key is not None and key == self._image_key and self._rgb is not None:
+            return
+        self._image_key, self._exemplar_key = key, None
         self._rgb = torch.from_numpy(to_rgb01(image)).permute(2, 0, 1)[None]  # stays on the CPU
         self._shape = (int(self._rgb.shape[2]), int(self._rgb.shape[3]))
         self._layout, self._layout_image, self._recall_feats = None, None, {}
@@ -194,8 +201,11 @@ class ExemplarPredictor:
         sy, sx = self.layout.scale
         return clicks.map(sy, sx, -0.5 + 0.5 / sy, -0.5 + 0.5 / sx)
 
-    def set_exemplar(self, mask: np.ndarray, clicks: Clicks | None = None) -> None:
-        """The exemplar object (a boolean mask at image size) and the clicks that made it."""
+    def set_exemplar(self, mask: np.ndarray, clicks: Clicks | None = None, key: object | None = None) -> None:
+        """The exemplar object (a boolean mask at image size) and the clicks that made it.
+        ``key`` names it: the same key again (on the same image) keeps the exemplar features."""
+        if key is not None and key == self._exemplar_key and self._exemplar is not None:
+            return
         h, w = self.image_shape
         mask = np.asarray(mask)
         if mask.shape != (h, w):
@@ -217,6 +227,7 @@ class ExemplarPredictor:
         self._layout = layout
         # the instance split's marker height depends on the exemplar only: once per exemplar
         self._split_height = split_height(mask, self.config.split_h_per_radius)
+        self._exemplar_key = key
 
     def _image_in_layout(self) -> torch.Tensor:
         if self._layout_image is None:
@@ -297,14 +308,13 @@ class ExemplarPredictor:
         (``prev_mask``: the last result's ``prob``). With ``recall_update="local"`` the last click
         changes only the objects under it (see :func:`local_update`). ``on_tile(done, total)`` is
         called after each tile (a progress bar for large images)."""
+        h, w = self.image_shape  # "no image set" before "no exemplar": the first step comes first
         if self._exemplar is None:
             raise RuntimeError("no exemplar: call set_exemplar(mask, clicks) first")
-        h, w = self.image_shape
         clicks = clicks if clicks is not None else Clicks()
         check_clicks(clicks, (h, w))
-        prev = np.zeros((h, w), np.float32) if prev_mask is None else np.asarray(prev_mask, np.float32)
-        if prev.shape != (h, w):
-            raise ValueError(f"prev_mask shape {prev.shape} does not match the image {(h, w)}")
+        checked = check_prev_mask(prev_mask, (h, w))
+        prev = np.zeros((h, w), np.float32) if checked is None else checked
         _, ex_clicks = self._exemplar
         true_neg, pseudo = split_negative_clicks(Clicks(ex_clicks.negatives), prev > self.config.threshold)
         fed = Clicks.from_points([(c.y, c.x) for c in clicks.positives],

@@ -82,7 +82,7 @@ def main() -> int:
     mouse(canvas, "press", p, left)
     mouse(canvas, "release", p, none)
     ok = wait_until(lambda: widget.pending == 0 and len(widget.annotator.clicks) == 1)
-    mask = viewer.layers["current object"].data
+    mask = widget.layer("current object").data
     found["click_clicks"] = len(widget.annotator.clicks)
     found["click_mask_pixels"] = int(mask.sum())
     ys, xs = np.nonzero(mask)
@@ -103,11 +103,11 @@ def main() -> int:
 
     # 3. C commits, Ctrl+Z undoes (keys sent to the canvas, as a user types them)
     key(canvas, Qt.Key.Key_C, text="c")
-    objects = viewer.layers["objects"].data
+    objects = widget.layer("objects").data
     found["commit_ids"] = sorted(int(v) for v in np.unique(objects) if v)
     commit_ok = found["commit_ids"] == [1] and len(widget.annotator.clicks) == 0
     key(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
-    found["undo_ids"] = sorted(int(v) for v in np.unique(viewer.layers["objects"].data) if v)
+    found["undo_ids"] = sorted(int(v) for v in np.unique(widget.layer("objects").data) if v)
     found["undo_clicks"] = len(widget.annotator.clicks)
     undo_ok = found["undo_ids"] == [] and found["undo_clicks"] == 1
 

@@ -332,3 +332,75 @@ def test_mois_validation_refuses_a_benchmark_and_needs_two_objects(tmp_path):
     Image.fromarray(lab).save(root / "labels" / "a.png")
     with pytest.raises(ValueError, match="two objects"):
         MoisValidationSet.from_dataset(str(root), None, 5, 96)
+
+
+def test_copy_paste_keeps_the_target_honest():
+    """Both kinds of paste: the mask only loses occluded pixels, the image changes."""
+    from napari_icmformer.training.dataset import _view_tensors, copy_paste  # noqa: PLC0415
+
+    pool = _synthetic_pool()
+    changed = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        img, m = _view_tensors(pool, pool.objects[0], 64, rng)
+        m = (m > 0.5).float()
+        out_img, out_m = copy_paste(pool, 0, img, m, 64, rng, 1.0)
+        assert out_img.shape == img.shape and out_m.shape == m.shape
+        assert (out_m <= m).all()  # a distractor may hide target pixels, never add any
+        assert (out_m > 0.5).sum() >= 0.5 * (m > 0.5).sum()
+        changed += int(not torch.equal(out_img, img))
+    assert changed >= 10
+    img, m = _view_tensors(pool, pool.objects[0], 64, np.random.default_rng(0))
+    same = copy_paste(pool, 0, img, m, 64, np.random.default_rng(0), 0.0)
+    assert same[0] is img and same[1] is m  # probability 0: untouched, no random draws
+
+
+def test_resume_refuses_a_state_file_that_needs_pickled_code(tmp_path):
+    import pickle  # noqa: PLC0415
+
+    from napari_icmformer.checkpoints import CheckpointError  # noqa: PLC0415
+
+    pool = _synthetic_pool()
+    trainer = Trainer(_tiny_cfg(tmp_path, 1), pool)
+    trainer.fit()
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    state = trainer.last_path.with_suffix(".state")
+    torch.save({"optimizer": Evil(), "step": 1, "rng": {}}, state, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    with pytest.raises(CheckpointError, match="safely"):
+        Trainer(_tiny_cfg(tmp_path, 2), pool).resume()
+    assert not marker.exists()
+
+
+def test_resume_detects_weights_and_state_from_different_saves(tmp_path):
+    from napari_icmformer.checkpoints import CheckpointError  # noqa: PLC0415
+
+    pool = _synthetic_pool()
+    trainer = Trainer(_tiny_cfg(tmp_path, 2), pool)
+    trainer.fit()
+    state_path = trainer.last_path.with_suffix(".state")
+    state = torch.load(state_path, weights_only=True)
+    state["step"] = 1
+    torch.save(state, state_path)
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        Trainer(_tiny_cfg(tmp_path, 3), pool).resume()
+
+
+def test_train_cli_refuses_to_replace_a_run_and_a_resume_without_one(tmp_path, capsys):
+    from napari_icmformer.cli.train import main as train_main  # noqa: PLC0415
+
+    root, cfg = _toy_folder_and_config(tmp_path)
+    out = tmp_path / "run"
+    args = ["--config", str(cfg), "--datasets", str(root), "--iterations", "1", "--out-dir", str(out)]
+    assert train_main([*args[:-2], "--out-dir", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no last.pt" in capsys.readouterr().err
+    assert train_main(args) == 0
+    before = (out / "last.pt").read_bytes()
+    assert train_main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == before
+    assert train_main([*args, "--overwrite"]) == 0

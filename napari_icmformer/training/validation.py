@@ -88,7 +88,8 @@ class ValidationSet:
         """NoC@85/90 and mIoU@1/5/10 of ``model`` (put in eval mode) over the fixed objects."""
         model.eval()
         device = next(model.parameters()).device
-        predictor = Predictor(model, PredictorConfig(device=str(device), precision="fp32"))
+        # the network alone: refinement is an engine setting, not what training changes
+        predictor = Predictor(model, PredictorConfig(device=str(device), precision="fp32", refine="none"))
         curves = []
         for obj in self.objects:
             predictor.set_image(obj.image)
