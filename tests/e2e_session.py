@@ -111,10 +111,23 @@ def main() -> int:
     found["undo_clicks"] = len(widget.annotator.clicks)
     undo_ok = found["undo_ids"] == [] and found["undo_clicks"] == 1
 
-    found.update(click_ok=click_ok, drag_ok=drag_ok, commit_ok=commit_ok, undo_ok=undo_ok)
+    # 4. after typing in a field, C goes to the canvas again (sent to whatever has the focus)
+    viewer.window._qt_window.activateWindow()
+    spin = widget.threshold.native
+    spin.setFocus()
+    pump(0.2)
+    found["field_had_focus"] = QApplication.focusWidget() is not None and QApplication.focusWidget() is not canvas
+    widget.threshold.value = 0.45  # the user edited the threshold
+    pump(0.2)
+    target = QApplication.focusWidget() or canvas
+    found["focus_after_edit"] = type(target).__name__
+    key(target, Qt.Key.Key_C, text="c")
+    focus_ok = sorted(int(v) for v in np.unique(widget.layer("objects").data) if v) == [1]
+
+    found.update(click_ok=click_ok, drag_ok=drag_ok, commit_ok=commit_ok, undo_ok=undo_ok, focus_ok=focus_ok)
     print("E2E " + json.dumps(found), flush=True)
     viewer.close()
-    return 0 if (click_ok and drag_ok and commit_ok and undo_ok and found["triton_blocked"]) else 1
+    return 0 if (click_ok and drag_ok and commit_ok and undo_ok and focus_ok and found["triton_blocked"]) else 1
 
 
 if __name__ == "__main__":

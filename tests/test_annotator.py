@@ -76,3 +76,93 @@ def test_bad_clicks_and_shapes():
     with pytest.raises(ValueError, match="does not match"):
         Annotator((40, 50), objects=np.zeros((10, 10), np.int32))
     assert ann.commit() == 0  # nothing to commit
+
+
+def test_undo_history_stays_small_and_exact_over_many_commits():
+    """1000 small commits on a 0.4 MP image: the history holds diffs, not full copies, and
+    every undo restores the exact labels."""
+    shape = (600, 700)
+    ann = Annotator(shape)
+    rng = np.random.default_rng(0)
+    snapshots = []
+    for _ in range(1000):
+        y, x = rng.integers(0, 590), rng.integers(0, 690)
+        ann.prob = np.zeros(shape, np.float32)
+        ann.prob[y:y + 8, x:x + 8] = 1
+        before = ann.objects.copy() if len(snapshots) % 97 == 0 else None
+        if ann.commit():  # 0 when the box lies entirely on earlier objects: no undo step
+            snapshots.append(before)
+    assert len(snapshots) > 900
+    assert ann.undo_bytes < 5 * 2**20  # 1000 full int32 + float32 copies would be 3.4 GB
+    for i in range(len(snapshots) - 1, -1, -1):
+        assert ann.undo() == "commit"
+        if snapshots[i] is not None:
+            np.testing.assert_array_equal(ann.objects, snapshots[i])
+    assert not ann.objects.any()
+
+
+def test_undo_history_is_capped_in_bytes():
+    ann = Annotator((200, 200), max_undo_bytes=200 * 200 * 4 * 3)  # room for about three probabilities
+    for k in range(10):
+        job = ann.add_click(100, 10 + k)
+        ann.apply(job, np.full((200, 200), 0.7, np.float32))
+    assert ann.undo_bytes <= 200 * 200 * 4 * 3
+    undone = 0
+    while ann.undo():
+        undone += 1
+    assert 2 <= undone < 10  # the oldest steps were dropped, the newest kept
+
+
+def test_ids_come_from_the_shared_source_and_overflow_is_refused():
+    counter = iter(range(50, 100))
+    ann = Annotator((40, 50), next_id=lambda: next(counter))
+    click(ann, 20, 20)
+    assert ann.commit() == 50
+    small = Annotator((40, 50), objects=np.full((40, 50), 0, np.uint8))
+    small.objects[0, 0] = 255
+    click(small, 20, 20)
+    with pytest.raises(ValueError, match="does not fit"):
+        small.commit()
+    assert small.objects[20, 20] == 0 and not small.can_undo or small.undo() == "click"
+
+
+class _Result:
+    def __init__(self, instances):
+        self.instances = instances
+        self.prob = (instances > 0).astype(np.float32)
+
+
+def test_recall_annotator_undo_and_accept_without_qt():
+    from napari_icmformer.annotator import RecallAnnotator  # noqa: PLC0415
+
+    ann = Annotator((40, 50))
+    rec = RecallAnnotator(ann)
+    with pytest.raises(ValueError, match="Commit an object first"):
+        rec.start()
+    click(ann, 10, 10)
+    assert ann.commit() == 1
+    job = rec.start()
+    assert rec.active and job.exemplar[10, 10] and job.exemplar_id == 1
+    first = np.zeros((40, 50), np.int32)
+    first[25:35, 25:35] = 1
+    first[8:13, 8:13] = 2  # on the exemplar: dropped from the proposals
+    assert rec.apply(job, _Result(first))
+    assert set(np.unique(rec.proposals())) == {0, 1}
+    stale = rec.add_click(30, 5)
+    newer = rec.add_click(30, 45)
+    second = first.copy()
+    second[28:32, 42:48] = 3
+    assert not rec.apply(stale, _Result(first))  # superseded
+    assert rec.apply(newer, _Result(second))
+    # the stale click's result never arrived: stepping back over it shows the first proposals
+    assert rec.undo() == "recall click" and len(rec.clicks) == 1 and rec.result.instances is first
+    assert rec.undo() == "recall click" and len(rec.clicks) == 0 and rec.result.instances is first
+    rec.result = _Result(second)
+    before = ann.objects.copy()
+    ids = rec.accept()
+    assert ids == [2, 3] and not rec.active
+    assert (ann.objects[25:35, 25:35] == 2).all() and (ann.objects[28:32, 42:48] == 3).all()
+    assert ann.undo() == "accept"
+    np.testing.assert_array_equal(ann.objects, before)
+    with pytest.raises(ValueError, match="Nothing to accept"):
+        rec.accept()

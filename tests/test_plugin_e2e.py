@@ -39,6 +39,7 @@ def test_menu_opened_widget_clicks_pans_commits_and_undoes(tiny_checkpoint):
     assert found["triton_blocked"], "the plugin process imported triton"
     assert found["drag_ok"], f"a left-drag must pan and add no click: {found}"
     assert found["commit_ok"] and found["undo_ok"], found
+    assert found["focus_ok"], f"after editing a field, C must reach the canvas: {found}"
     if not args:  # the shipped default: the mask lies on the clicked coin
         assert found["click_ok"], found
     assert run.returncode == 0, found
