@@ -138,6 +138,40 @@ def check_clicks(clicks: Clicks, shape: tuple[int, int]) -> None:
                              f"height {h} and width {w}")
 
 
+def check_prev_mask(prev_mask: object, shape: tuple[int, int]) -> np.ndarray | None:
+    """The previous prediction as float32 probabilities in [0, 1], or a clear error.
+
+    The network was trained on probabilities: a 0/255 mask (a saved PNG) would be fed as 255 and
+    NaN spreads to every output pixel, both silently. Booleans and 0/1 or 0/255 integer masks are
+    read as binary masks; anything else that is not a finite probability is refused.
+    """
+    if prev_mask is None:
+        return None
+    arr = np.asarray(prev_mask)
+    if arr.shape != shape:
+        raise ValueError(f"prev_mask shape {arr.shape} does not match the image {shape}")
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        values = np.unique(arr)
+        if np.isin(values, (0, 1)).all():
+            return arr.astype(np.float32)
+        if np.isin(values, (0, 255)).all():
+            return (arr == 255).astype(np.float32)
+        raise ValueError("an integer prev_mask must be a binary mask (0/1 or 0/255), got values "
+                         f"{values[:5].tolist()}{' …' if len(values) > 5 else ''}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"prev_mask must be probabilities or a boolean mask, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"prev_mask holds {int((~np.isfinite(arr)).sum())} NaN or infinite values")
+    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    if lo < -1e-3 or hi > 1.0 + 1e-3:  # blending and resizing may round a little past [0, 1]
+        raise ValueError(f"prev_mask must be probabilities in [0, 1], got values from {lo:g} to {hi:g} "
+                         "(a 0/255 mask: pass it as uint8 or bool)")
+    return np.clip(arr, 0.0, 1.0, out=arr)
+
+
 class Predictor:
     """Holds a model, the current image and the per-view feature cache."""
 
@@ -259,10 +293,7 @@ class Predictor:
         """
         h, w = self.image_shape
         check_clicks(clicks, (h, w))
-        if prev_mask is not None:
-            prev_mask = np.asarray(prev_mask, dtype=np.float32)
-            if prev_mask.shape != (h, w):
-                raise ValueError(f"prev_mask shape {prev_mask.shape} does not match the image {(h, w)}")
+        prev_mask = check_prev_mask(prev_mask, (h, w))
         if len(clicks) == 0:
             return np.zeros((h, w), np.float32)
         box = self.choose_view(clicks, prev_mask)
