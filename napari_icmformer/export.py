@@ -7,11 +7,16 @@ A 2-D label image is one COCO image; an N-D stack is one COCO image per 2-D slic
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from .data.coco_checks import INT32_MAX, CocoFormatError, check_structure, decode_segmentation, is_int
 
 
 class CocoExportError(ValueError):
@@ -55,57 +60,154 @@ def labels_to_coco(labels: np.ndarray, name: str = "image", category: str = "obj
             "info": {"description": "instance labels exported by napari-icmformer"}}
 
 
-def coco_to_labels(data: dict) -> np.ndarray:
-    """Inverse of :func:`labels_to_coco` (also reads plain COCO json: ids then follow annotations)."""
+MAX_LABEL_ELEMENTS = 2**30  # a label stack of at most 4 GiB (int32)
+MAX_OVERLAP_LAYERS = 16
+
+
+def _plan(data: Any) -> tuple[tuple[int, ...], int, int, dict[int, tuple[int, ...]]]:
+    """Validate the whole json before anything is decoded: (lead shape, height, width, the
+    slice of each image id)."""
     try:
-        images = sorted(data["images"], key=lambda im: im["id"])
-        anns = data["annotations"]
-        h, w = int(images[0]["height"]), int(images[0]["width"])
-    except (KeyError, IndexError, TypeError) as exc:
-        raise CocoExportError(f"not a COCO instances json: {exc!r}") from exc
-    slices = [tuple(im.get("slice", [])) for im in images]
+        check_structure(data)
+    except CocoFormatError as exc:
+        raise CocoExportError(str(exc)) from None
+    images = sorted(data["images"], key=lambda im: im["id"])
+    if not images:
+        raise CocoExportError("this COCO json lists no images")
+    h, w = int(images[0]["height"]), int(images[0]["width"])
+    slices = []
+    for im in images:
+        idx = im.get("slice", [])
+        if not isinstance(idx, list) or not all(is_int(i) and i >= 0 for i in idx):
+            raise CocoExportError(f"image {im['id']}: 'slice' must be a list of non-negative integers, got {idx!r}")
+        slices.append(tuple(idx))
     if len(images) > 1 and not all(slices):
         raise CocoExportError(f"this json describes {len(images)} separate images; one label image can be "
                               "made from a single image or from a stack exported by napari-icmformer")
-    if any((int(im["height"]), int(im["width"])) != (h, w) for im in images):
+    if len({len(t) for t in slices}) > 1:
+        raise CocoExportError("the images of this json have slice indices of different lengths: not one stack")
+    if any((im["height"], im["width"]) != (h, w) for im in images):
         raise CocoExportError("the images of this json differ in size: not one label stack")
-    lead = tuple(max(s[d] for s in slices) + 1 for d in range(len(slices[0]))) if slices[0] else ()
-    labels = np.zeros((*lead, h, w), np.int32)
-    where = {im["id"]: tuple(im.get("slice", [])) for im in images}
-    for n, ann in enumerate(anns, start=1):
-        seg = ann["segmentation"]
-        if isinstance(seg, list):  # polygons
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-        elif isinstance(seg.get("counts"), list):  # uncompressed RLE
-            rle = mask_utils.frPyObjects(seg, h, w)
-        else:
-            rle = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
-        m = mask_utils.decode(rle).astype(bool)
-        labels[where[ann["image_id"]]][m] = int(ann.get("label_id", n))
-    return labels
+    lead = tuple(max(t[d] for t in slices) + 1 for d in range(len(slices[0])))
+    if math.prod(lead) * h * w > MAX_LABEL_ELEMENTS:
+        raise CocoExportError(f"a label stack of shape {(*lead, h, w)} is more than {MAX_LABEL_ELEMENTS} pixels")
+    for n, ann in enumerate(data["annotations"], start=1):
+        label = ann.get("label_id", n)
+        if not is_int(label) or not 1 <= label <= INT32_MAX:
+            raise CocoExportError(f"annotations[{n - 1}] has label_id {label!r}: expected an integer in "
+                                  f"[1, {INT32_MAX}] (0 is the background)")
+    return lead, h, w, {im["id"]: t for im, t in zip(images, slices)}
 
 
-def save_coco(path: str | Path, labels: np.ndarray, category: str = "object") -> Path:
+def coco_to_label_layers(data: dict, max_layers: int = MAX_OVERLAP_LAYERS) -> list[np.ndarray]:
+    """Every instance of a COCO json as label images: one when no objects overlap, else as few
+    layers as needed (each instance goes to the first layer where it overlaps nothing), so no
+    object is painted over. Refuses a json whose overlaps need more than ``max_layers``."""
+    lead, h, w, where = _plan(data)
+    layers = [np.zeros((*lead, h, w), np.int32)]
+    for n, ann in enumerate(data["annotations"], start=1):
+        try:
+            m = decode_segmentation(ann["segmentation"], h, w)
+        except CocoFormatError as exc:
+            raise CocoExportError(f"annotations[{n - 1}] (id {ann.get('id')!r}): {exc}") from None
+        label = int(ann.get("label_id", n))
+        target = None
+        for layer in layers:
+            under = layer[where[ann["image_id"]]][m]
+            if np.all((under == 0) | (under == label)):
+                target = layer
+                break
+        if target is None:
+            if len(layers) == max_layers or (len(layers) + 1) * layers[0].size > MAX_LABEL_ELEMENTS:
+                raise CocoExportError(f"the objects of this json overlap {len(layers) + 1} deep: more label "
+                                      "layers than can be held")
+            target = np.zeros_like(layers[0])
+            layers.append(target)
+        target[where[ann["image_id"]]][m] = label
+    return layers
+
+
+def coco_to_labels(data: dict) -> np.ndarray:
+    """Inverse of :func:`labels_to_coco` (also reads plain COCO json: ids then follow annotations).
+
+    A label image holds one id per pixel: overlapping instances are refused rather than painted
+    over (:func:`coco_to_label_layers` keeps them in separate layers)."""
+    layers = coco_to_label_layers(data)
+    if len(layers) > 1:
+        raise CocoExportError(f"objects of this json overlap: one label image would lose them; they need "
+                              f"{len(layers)} label layers (coco_to_label_layers / the napari reader)")
+    return layers[0]
+
+
+class CocoFileExistsError(CocoExportError):
+    """The target file exists and ``overwrite`` was not given."""
+
+
+def save_coco(path: str | Path, labels: np.ndarray, category: str = "object", *, overwrite: bool = False) -> Path:
+    """Write ``labels`` as COCO json. An existing file is never replaced unless ``overwrite``;
+    the json is written to a temporary file first, so a failed write leaves no half file."""
     path = Path(path)
     data = labels_to_coco(labels, name=path.stem, category=category)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+    if path.is_dir():
+        raise CocoExportError(f"cannot save COCO json to {path}: it is a folder")
+    if path.exists() and not overwrite:
+        raise CocoFileExistsError(f"{path} already exists; choose another name or pass overwrite=True to replace it")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise CocoExportError(f"cannot save COCO json to {path}: {exc.strerror or exc}") from None
     return path
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CocoExportError(f"COCO json not found: {path}") from None
+    except IsADirectoryError:
+        raise CocoExportError(f"cannot read COCO json {path}: it is a folder") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CocoExportError(f"cannot read COCO json {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def load_coco(path: str | Path) -> np.ndarray:
+    """One label image from a COCO json file (see :func:`coco_to_labels`)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CocoExportError(f"cannot read COCO json {path}: {exc}") from exc
-    return coco_to_labels(data)
+        return coco_to_labels(_read_json(path))
+    except CocoExportError as exc:
+        raise CocoExportError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+
+
+def load_coco_layers(path: str | Path) -> list[np.ndarray]:
+    """Every instance of a COCO json file, overlapping ones in extra layers."""
+    path = Path(path)
+    try:
+        return coco_to_label_layers(_read_json(path))
+    except CocoExportError as exc:
+        raise CocoExportError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
 
 
 # -- npe2 reader / writer ---------------------------------------------------------------------
 def write_labels_coco(path: str, data: np.ndarray, meta: dict) -> list[str]:
-    """napari writer: a Labels layer → COCO instances json."""
+    """napari writer: a Labels layer → COCO instances json (never over an existing file)."""
     return [str(save_coco(path, np.asarray(data), category=meta.get("name", "object") or "object"))]
+
+
+def _layer_data(path: str) -> list[tuple[np.ndarray, dict, str]]:
+    layers = load_coco_layers(path)
+    stem = Path(path).stem
+    if len(layers) == 1:
+        return [(layers[0], {"name": stem}, "labels")]
+    # overlapping objects: every one kept, in as many layers as the overlaps need
+    return [(lab, {"name": stem if k == 0 else f"{stem} (overlapping {k + 1}/{len(layers)})",
+                   "metadata": {"coco_overlap_layer": k + 1, "coco_overlap_layers": len(layers)}}, "labels")
+            for k, lab in enumerate(layers)]
 
 
 def get_coco_reader(path: str | list[str]):
@@ -114,8 +216,8 @@ def get_coco_reader(path: str | list[str]):
         return None
     try:
         head = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if not isinstance(head, dict) or "annotations" not in head or "images" not in head:
         return None
-    return lambda p: [(load_coco(p), {"name": Path(p).stem}, "labels")]
+    return _layer_data

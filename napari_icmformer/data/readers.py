@@ -3,6 +3,9 @@ COCO instances json (pycocotools). Every reader yields :class:`Sample` objects."
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .coco_checks import CocoFormatError, check_structure, decode_segmentation, image_size
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
@@ -190,7 +195,10 @@ class TileMosaic:
 
 
 class CocoInstances:
-    """COCO instances json via pycocotools; polygons and RLE decoded, crowd regions ignored."""
+    """COCO instances json via pycocotools; polygons and RLE decoded, crowd regions ignored.
+
+    The json is validated as a whole when opened and every segmentation before it is decoded
+    (``coco_checks``), so a damaged file is a :class:`DatasetError`, never a crash."""
 
     def __init__(self, annotation_file: Path | str, image_dir: Path | str, name: str = "") -> None:
         from pycocotools.coco import COCO  # noqa: PLC0415 - heavy import, only when used
@@ -200,13 +208,19 @@ class CocoInstances:
         if not self.annotation_file.is_file():
             raise DatasetError(f"annotation file not found: {self.annotation_file}")
         try:
-            import contextlib  # noqa: PLC0415
-            import io  # noqa: PLC0415
-
-            with contextlib.redirect_stdout(io.StringIO()):
-                self.coco = COCO(str(self.annotation_file))
-        except Exception as exc:  # noqa: BLE001
-            raise DatasetError(f"cannot read COCO json {self.annotation_file}: {exc}") from exc
+            data = json.loads(self.annotation_file.read_text())
+            check_structure(data, need_size=False)
+            for i, info in enumerate(data["images"]):
+                if not isinstance(info.get("file_name"), str) or not info["file_name"]:
+                    raise CocoFormatError(f"images[{i}] has no 'file_name'")
+                if "height" in info or "width" in info:
+                    image_size(info, f"images[{i}]")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, CocoFormatError) as exc:
+            raise DatasetError(f"cannot read COCO json {self.annotation_file}: {exc}") from None
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco = COCO()
+            self.coco.dataset = data
+            self.coco.createIndex()
         self.image_ids = sorted(self.coco.getImgIds())
 
     def __len__(self) -> int:
@@ -223,12 +237,16 @@ class CocoInstances:
         masks, cats = [], []
         ignore = np.zeros((h, w), bool)
         for ann in anns:
-            m = self.coco.annToMask(ann).astype(bool)
+            try:
+                m = decode_segmentation(ann["segmentation"], h, w)
+            except CocoFormatError as exc:
+                raise DatasetError(f"{self.annotation_file}: annotation {ann.get('id')!r} of "
+                                   f"{info['file_name']}: {exc}") from None
             if ann.get("iscrowd", 0):
                 ignore |= m
             elif m.any():
                 masks.append(m)
-                cats.append(int(ann["category_id"]))
+                cats.append(int(ann.get("category_id", 1)))
         return Sample(Path(info["file_name"]).stem, image, masks, cats, ignore if ignore.any() else None)
 
 
