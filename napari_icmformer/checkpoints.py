@@ -66,6 +66,40 @@ def save_checkpoint(
     return path
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The gist of an exception for a one-line message (never empty)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unpickling_reason(path: Path, exc: Exception) -> str:
+    """What an UnpicklingError under weights_only=True means for this file."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (f"checkpoint {path} holds pickled Python objects ({refused.group(1)}) that safe loading "
+                "refuses to run (weights_only=True)")
+    return (f"{path} is not a PyTorch checkpoint: it is a plain pickle file, which is never loaded "
+            "(it could run code); save weights with torch.save or safetensors")
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with a message that says what the file is."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the file was not written completely")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise CheckpointError(f"{path} is not a checkpoint: neither a PyTorch file (zip archive or legacy "
+                              "pickle) nor a .safetensors file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(_unpickling_reason(path, exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {_first_line(exc)}") from exc
+
+
 def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
     """Raw payload of a checkpoint file, refusing anything that needs pickled code to load."""
     path = Path(path)
@@ -73,33 +107,37 @@ def read_checkpoint_file(path: Path | str) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {path}")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors import safe_open  # noqa: PLC0415
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from exc
-        payload: dict[str, Any] = {"state_dict": state}
-        if "config" in meta:
-            payload["config"] = json.loads(meta["config"])
-            payload["format"] = meta.get("format")
-        if "extra" in meta:
-            payload["extra"] = json.loads(meta["extra"])
-        return payload
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"checkpoint {path} holds pickled Python objects that safe loading refuses to run "
-            f"(weights_only=True): {str(exc).splitlines()[0]}"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the file was not written completely")
+        if path.suffix == ".safetensors":
+            return _read_safetensors(path)
+        payload = _torch_load(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or _first_line(exc)}") from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a state dict")
+    return payload
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    try:
+        from safetensors import safe_open  # noqa: PLC0415
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: {_first_line(exc)}") from exc
+    payload: dict[str, Any] = {"state_dict": state}
+    for key in ("config", "extra"):
+        if key in meta:
+            try:
+                payload[key] = json.loads(meta[key])
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"checkpoint {path}: its {key!r} metadata is not valid JSON ({exc})") from None
+    if "config" in meta:
+        payload["format"] = meta.get("format")
     return payload
 
 
@@ -140,35 +178,36 @@ def infer_config(state: dict[str, torch.Tensor]) -> ModelConfig:
     )
 
 
-def load_model(
-    path: Path | str, *, map_location: str | torch.device = "cpu", expect_arch: str | None = None
-) -> nn.Module:
-    """Build the network a checkpoint describes and load its weights strictly (eval mode)."""
-    path = Path(path)
-    payload = read_checkpoint_file(path)
+def _config_of(path: Path, payload: dict[str, Any], state: dict[str, torch.Tensor]) -> ModelConfig:
+    """The file's own config when it has one (ours), else one inferred from official shapes."""
+    cfg = payload.get("config")
+    if "config" in payload and payload.get("format") == FORMAT and not isinstance(cfg, dict):
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: not a mapping but "
+                              f"{type(cfg).__name__}")
     try:
-        state = extract_state_dict(payload)
+        if isinstance(cfg, dict) and "embed_dim" in cfg:
+            return ModelConfig.from_dict(cfg)
+        return infer_config(state)
     except CheckpointError as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from None
-    if "config" in payload and isinstance(payload["config"], dict) and "embed_dim" in payload["config"]:
-        try:
-            cfg = ModelConfig.from_dict(payload["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from exc
-    else:
-        try:
-            cfg = infer_config(state)
-        except CheckpointError as exc:
-            raise CheckpointError(f"checkpoint {path}: {exc}") from None
-        except KeyError as exc:
-            raise CheckpointError(f"checkpoint {path}: not an iCMFormer checkpoint (missing {exc})") from None
-    if expect_arch and cfg.arch != expect_arch:
-        raise CheckpointError(f"checkpoint {path} is an {cfg.arch} model, expected {expect_arch}")
-    model = build_model(cfg)
-    dropped = [k for k in state if UNUSED_OFFICIAL_KEYS.match(k)]
-    state = {k: v for k, v in state.items() if k not in dropped}
-    own = model.state_dict()
-    state = {k: (v.to(own[k].dtype) if k in own and v.is_floating_point() else v) for k, v in state.items()}
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from None
+    except (KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: not an iCMFormer checkpoint ({_first_line(exc)})") from None
+
+
+def _build(cfg: ModelConfig, device: str | torch.device, path: Path) -> nn.Module:
+    """``build_model`` whose failures (timm, assertions in torch) name the checkpoint."""
+    try:
+        with torch.device(device):
+            return build_model(cfg)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the config cannot be built
+        raise CheckpointError(f"checkpoint {path} has a model config that cannot be built: "
+                              f"{_first_line(exc)}") from None
+
+
+def _check_state(path: Path, cfg: ModelConfig, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
+    """Keys, shapes and values of the file against the network (``own`` may be meta tensors)."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -184,6 +223,35 @@ def load_model(
                          f"model {tuple(own[k].shape)})")
         raise CheckpointError(f"checkpoint {path} does not match a {cfg.arch} model "
                               f"(embed_dim={cfg.embed_dim}, depth={cfg.depth}): " + "; ".join(parts))
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights in {len(bad)} tensors "
+                              f"(e.g. {bad[:3]}): it would predict nothing useful")
+
+
+def load_model(
+    path: Path | str, *, map_location: str | torch.device = "cpu", expect_arch: str | None = None
+) -> nn.Module:
+    """Build the network a checkpoint describes and load its weights strictly (eval mode).
+
+    The config in a file is not trusted: the network is first built on the meta device (no
+    memory) and its keys and shapes compared with the file's tensors, so a small file cannot
+    make us allocate a huge model; only a file that matches is built for real.
+    """
+    path = Path(path)
+    payload = read_checkpoint_file(path)
+    try:
+        state = extract_state_dict(payload)
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    cfg = _config_of(path, payload, state)
+    if expect_arch and cfg.arch != expect_arch:
+        raise CheckpointError(f"checkpoint {path} is an {cfg.arch} model, expected {expect_arch}")
+    state = {k: v for k, v in state.items() if not UNUSED_OFFICIAL_KEYS.match(k)}
+    _check_state(path, cfg, state, _build(cfg, "meta", path).state_dict())
+    model = _build(cfg, "cpu", path)
+    own = model.state_dict()
+    state = {k: (v.to(own[k].dtype) if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     model.checkpoint_extra = payload.get("extra", {})  # type: ignore[assignment]
     return model.to(map_location).eval()

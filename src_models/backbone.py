@@ -54,7 +54,8 @@ class ViTBackbone(nn.Module):
         num_patches = cfg.grid_size * cfg.grid_size
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim))
         norm = partial(nn.LayerNorm, eps=cfg.norm_eps)
-        dpr = [float(r) for r in torch.linspace(0, cfg.drop_path_rate, cfg.depth)]
+        # on the CPU even under a meta device: the checkpoint loader builds on "meta" to check shapes
+        dpr = [float(r) for r in torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu")]
         self.blocks = nn.ModuleList(
             Block(
                 cfg.embed_dim,
