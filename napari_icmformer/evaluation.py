@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,19 +62,40 @@ def evaluate_object(
     return ious, clicks, seconds
 
 
-def evaluate_dataset(
+def iter_dataset(
     method: InteractiveMethod, dataset, name: str, max_clicks: int = 20, limit: int | None = None,
-    threshold: float = 0.49,
-) -> list[ObjectResult]:
-    results: list[ObjectResult] = []
+    threshold: float = 0.49, on_skip: Callable[[int, str, Exception], None] | None = None,
+) -> Iterator[ObjectResult]:
+    """The results of a dataset, one sample at a time (a caller keeps what is finished).
+
+    With ``on_skip``, a sample that cannot be read or segmented (``ValueError``, which includes
+    ``DatasetError``) is reported as ``on_skip(index, sample name, error)`` and skipped whole;
+    without it, the error propagates.
+    """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=name, dynamic_ncols=True):
-        sample = dataset[i]
-        method.set_image(sample.image)
-        for j, gt in enumerate(sample.masks):
-            if not gt.any():
-                continue
-            ious, clicks, seconds = evaluate_object(method, gt, sample.ignore, max_clicks, threshold)
-            results.append(ObjectResult(name, sample.name, j, ious,
-                                        [(c.y, c.x, c.positive) for c in clicks], seconds))
-    return results
+        sample_name = f"#{i}"
+        try:
+            sample = dataset[i]
+            sample_name = sample.name
+            method.set_image(sample.image)
+            done = []
+            for j, gt in enumerate(sample.masks):
+                if not gt.any():
+                    continue
+                ious, clicks, seconds = evaluate_object(method, gt, sample.ignore, max_clicks, threshold)
+                done.append(ObjectResult(name, sample.name, j, ious, [(c.y, c.x, c.positive) for c in clicks],
+                                         seconds))
+        except ValueError as exc:
+            if on_skip is None:
+                raise
+            on_skip(i, sample_name, exc)
+            continue
+        yield from done
+
+
+def evaluate_dataset(
+    method: InteractiveMethod, dataset, name: str, max_clicks: int = 20, limit: int | None = None,
+    threshold: float = 0.49, on_skip: Callable[[int, str, Exception], None] | None = None,
+) -> list[ObjectResult]:
+    return list(iter_dataset(method, dataset, name, max_clicks, limit, threshold, on_skip))

@@ -17,17 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..checkpoints import CheckpointError
 from ..data import DatasetError, open_dataset
 from ..engine import Predictor, PredictorConfig
-from ..evaluation import evaluate_dataset
+from ..evaluation import iter_dataset
 from ..metrics import summarize
+from ._args import OneLineParser, fail, float_in, int_in, output_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icmformer-eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="icmformer-eval", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["sois", "mois"], default="sois",
                    help="sois: one object per click session; mois: iCMFormer++ exemplar + recall (paper §4.4.2)")
     p.add_argument("--datasets", nargs="+", default=None,
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model checkpoint; repeat to compare several (default: the shipped one)")
     p.add_argument("--mois-checkpoint", action="append", default=[],
                    help="iCMFormer++ checkpoint (mois); repeat to compare, e.g. with a no-EIM ablation")
-    p.add_argument("--mois-view", type=int, nargs="+", default=[PredictorConfig.recall_view],
+    p.add_argument("--mois-view", type=int_in(32, 8192), nargs="+", default=[PredictorConfig.recall_view],
                    help="iCMFormer++ network view size(s) in px; several compare them in one run")
     p.add_argument("--mois-update", nargs="+", default=[PredictorConfig.recall_update],
                    choices=["local", "global"], help="what a recall click may change; several compare them")
@@ -49,13 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["additional", "collective"])
     p.add_argument("--method", nargs="+", default=["icmformer", "random-walker"],
                    choices=["icmformer", "random-walker"])
-    p.add_argument("--max-clicks", type=int, default=20)
-    p.add_argument("--iou-thresholds", type=float, nargs="+", default=[0.85, 0.90])
+    p.add_argument("--max-clicks", type=int_in(1, 1000), default=20)
+    p.add_argument("--iou-thresholds", type=float_in(0.0, 1.0, low_open=True), nargs="+", default=[0.85, 0.90],
+                   help="IoU targets of NoC / NoF, each in (0, 1]")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--flip", action="store_true")
-    p.add_argument("--limit", type=int, default=None, help="first N images of each dataset")
+    p.add_argument("--limit", type=int_in(1), default=None, help="first N images of each dataset (N >= 1)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     p.add_argument("--out", type=Path, default=Path("results"))
     return p
 
@@ -97,33 +100,8 @@ def plot_curves(rows: list[dict], max_clicks: int, path: Path, *, metric: str = 
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.datasets is None:
-        args.datasets = ["GrabCut", "Berkeley"] if args.task == "sois" else ["DSB2018", "COCO_Tiny_val"]
-    try:
-        datasets = [(name, open_dataset(name, args.data_root)) for name in args.datasets]
-        if args.task == "mois":
-            from .evaluate_mois import run_mois  # noqa: PLC0415
-
-            return run_mois(args, datasets)
-        methods = make_methods(args)
-    except (DatasetError, CheckpointError, ValueError) as exc:
-        print(f"icmformer-eval: error: {exc}", file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows, per_object = [], []
-    for label, method in methods:
-        for name, ds in datasets:
-            results = evaluate_dataset(method, ds, name, args.max_clicks, args.limit)
-            n_clicks = sum(len(r.clicks) for r in results)
-            summary = summarize([r.ious for r in results], args.iou_thresholds, args.max_clicks,
-                                sum(r.seconds for r in results), n_clicks)
-            rows.append({"method": label, "dataset": name, **summary})
-            per_object += [{"method": label, **r.__dict__} for r in results]
+def write_results(args, rows: list[dict], per_object: list[dict], skipped: list[dict], interrupted: bool) -> None:
+    """table.md, summary.csv, per_object.json and the curve of what was evaluated."""
     tags = [f"{round(t * 100)}" for t in args.iou_thresholds]
     cols = [f"NoC@{t}" for t in tags] + [f"NoF@{t}" for t in tags]
     cols += [f"mIoU@{k}" for k in (1, 5) if k <= args.max_clicks] + ["SPC"]
@@ -133,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         vals = [f"{r[c]:.2f}" if "NoC" in c or "mIoU" in c else (f"{r[c]:.3f}" if c == "SPC" else str(r[c]))
                 for c in cols]
         lines.append(f"| {r['method']} | {r['dataset']} | {r['objects']} | " + " | ".join(vals) + " |")
+    if skipped or interrupted:
+        lines.append("")
+        lines += [f"skipped: {s['method']} / {s['dataset']} sample {s['sample']}: {s['error']}" for s in skipped]
+        if interrupted:
+            lines.append("interrupted: the rows above hold the objects finished before the interruption")
     table = "\n".join(lines)
     print(table)
     print("clicker: farthest-from-boundary point of the larger error region; ties -> negative (RITM); "
@@ -144,9 +127,70 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     (args.out / "per_object.json").write_text(json.dumps(
         {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-         "summary": rows, "objects": per_object}, indent=1))
+         "summary": rows, "objects": per_object, "skipped": skipped, "interrupted": interrupted}, indent=1))
     plot_curves(rows, args.max_clicks, args.out / "miou_vs_clicks.png")
     print(f"wrote {args.out}/table.md, summary.csv, per_object.json, miou_vs_clicks.png")
+
+
+def run_sois(args, methods, datasets) -> tuple[list[dict], list[dict], list[dict], bool]:
+    """Every method on every dataset; a sample that cannot be read or segmented is skipped and
+    listed, and a Ctrl-C keeps what is finished: one bad sample never costs the whole run."""
+    rows, per_object, skipped = [], [], []
+    interrupted = False
+    for label, method in methods:
+        for name, ds in datasets:
+            results: list = []
+
+            def skip(index: int, sample: str, exc: Exception, label=label, name=name) -> None:
+                skipped.append({"method": label, "dataset": name, "index": index, "sample": sample,
+                                "error": " ".join(str(exc).split())})
+                tqdm.write(f"icmformer-eval: skipped {name} sample {sample}: {skipped[-1]['error']}",
+                           file=sys.stderr)
+
+            try:
+                for r in iter_dataset(method, ds, name, args.max_clicks, args.limit, on_skip=skip):
+                    results.append(r)
+            except KeyboardInterrupt:
+                interrupted = True
+            n_clicks = sum(len(r.clicks) for r in results)
+            summary = summarize([r.ious for r in results], args.iou_thresholds, args.max_clicks,
+                                sum(r.seconds for r in results), n_clicks)
+            rows.append({"method": label, "dataset": name, **summary})
+            per_object += [{"method": label, **r.__dict__} for r in results]
+            if interrupted:
+                return rows, per_object, skipped, True
+    return rows, per_object, skipped, False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.datasets is None:
+        args.datasets = ["GrabCut", "Berkeley"] if args.task == "sois" else ["DSB2018", "COCO_Tiny_val"]
+    try:
+        output_folder(args.out, create=False)
+        datasets = [(name, open_dataset(name, args.data_root)) for name in args.datasets]
+        if args.task == "mois":
+            from .evaluate_mois import run_mois  # noqa: PLC0415
+
+            return run_mois(args, datasets)
+        methods = make_methods(args)
+        output_folder(args.out)
+    except (DatasetError, CheckpointError, ValueError) as exc:
+        return fail("icmformer-eval", exc)
+    rows, per_object, skipped, interrupted = run_sois(args, methods, datasets)
+    try:
+        write_results(args, rows, per_object, skipped, interrupted)
+    except OSError as exc:
+        return fail("icmformer-eval", f"cannot write the results to {args.out}: {exc.strerror or exc}")
+    if interrupted:
+        print(f"icmformer-eval: interrupted; the finished objects are in {args.out}", file=sys.stderr)
+        return 130
+    if skipped:
+        return fail("icmformer-eval", f"{len(skipped)} sample(s) could not be evaluated and were skipped "
+                                      f"(listed in {args.out / 'per_object.json'}); the others are in {args.out}")
     return 0
 
 
