@@ -126,10 +126,10 @@ def _polygons(seg: list[Any], h: int, w: int) -> list[list[float]]:
         if not all(math.isfinite(v) for v in poly):
             raise CocoFormatError(f"polygon {j} has a NaN or infinite coordinate")
         xs, ys = np.asarray(poly[0::2], float), np.asarray(poly[1::2], float)
-        if xs.min() < -w or xs.max() > 2 * w or ys.min() < -h or ys.max() > 2 * h:
-            raise CocoFormatError(f"polygon {j} reaches ({xs.max() if xs.max() > 2 * w else xs.min():g}, "
-                                  f"{ys.max() if ys.max() > 2 * h else ys.min():g}), far outside the "
-                                  f"{w}x{h} image")
+        off = np.concatenate([xs[(xs < -w) | (xs > 2 * w)], ys[(ys < -h) | (ys > 2 * h)]])
+        if off.size:
+            raise CocoFormatError(f"polygon {j} has the coordinate {off[np.argmax(np.abs(off))]:g}, far outside "
+                                  f"the {w}x{h} image")
         length += float(np.abs(np.diff(xs, append=xs[0])).sum() + np.abs(np.diff(ys, append=ys[0])).sum())
         if length > limit:
             raise CocoFormatError(f"the polygons' outline is longer than {limit} pixels")
