@@ -4,7 +4,7 @@ once, every configuration on identical objects. Reports NoC@85/90, mIoU@k and th
 click-to-click drop of the mean curve (corrections should never make masks worse).
 
     python benchmarks/tune_graphcut.py --data-root ../shared/data --datasets COCO_Tiny_val \\
-        --objects 40 --pairwise 1 3 10 --band 2 4 8 --feedback refined network
+        --objects 40 --pairwise 1 3 10 --band 2 4 8 --feedback refined network --parts clicked all
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--band", type=float, nargs="+", default=[0.25])
     p.add_argument("--click-radius", type=float, nargs="+", default=[3.0])
     p.add_argument("--feedback", nargs="+", default=["network"], choices=["network", "refined"])
+    p.add_argument("--parts", nargs="+", default=["clicked"], choices=["clicked", "all"],
+                   help="clicked: drop parts without a positive click (GraphCutConfig.drop_unclicked_parts)")
     p.add_argument("--no-baseline", action="store_true", help="skip the refine='none' row")
     args = p.parse_args()
 
@@ -44,9 +46,11 @@ def main() -> None:
     configs: list[tuple[str, PredictorConfig]] = []
     if not args.no_baseline:
         configs.append(("none", PredictorConfig(device="cpu", refine="none")))
-    for lam, band, radius, fb in itertools.product(args.pairwise, args.band, args.click_radius, args.feedback):
-        gc = GraphCutConfig(pairwise=lam, band=band, click_radius=radius, feedback=fb)
-        configs.append((f"graphcut pairwise={lam:g} band={band:g} r={radius:g} feedback={fb}",
+    for lam, band, radius, fb, parts in itertools.product(args.pairwise, args.band, args.click_radius,
+                                                          args.feedback, args.parts):
+        gc = GraphCutConfig(pairwise=lam, band=band, click_radius=radius, feedback=fb,
+                            drop_unclicked_parts=parts == "clicked")
+        configs.append((f"graphcut pairwise={lam:g} band={band:g} r={radius:g} feedback={fb} parts={parts}",
                         PredictorConfig(device="cpu", graphcut=gc)))
     k = args.max_clicks
     print(f"{len(objects)} objects from {args.datasets}, {k} clicks")

@@ -50,6 +50,7 @@ HELP = ("Left-click: positive · Right/Shift-click: negative · drag: pan\n"
         "C: commit · Shift+C: clear · Ctrl+Z: undo")
 DRAG_PIXELS = 3.0  # a press that moves farther than this (screen pixels) before release is a drag
 CURRENT_COLOUR = (1.0, 0.85, 0.0, 1.0)  # the live mask: one colour no committed object has
+CURRENT_CONTOUR_PX = 2
 MARKER_SCREEN_PX = (10, 16)  # click markers' size on screen, whatever the image's size or zoom
 
 
@@ -216,8 +217,11 @@ class SegmentationWidget(Container):
         elif role == OBJECTS and layer is not None:  # deleted by the user: nothing committed is lost
             layer = Labels(layer.data, name=session.name(role), opacity=0.7)
         elif role == CURRENT:
-            layer = Labels(np.zeros(shape, np.int32), name=session.name(role), opacity=0.55,
+            # an outline in one colour: never mistaken for a committed (filled) object, and the
+            # image's edges stay visible under it
+            layer = Labels(np.zeros(shape, np.int32), name=session.name(role), opacity=0.9,
                            colormap=_current_colormap())
+            layer.contour = CURRENT_CONTOUR_PX
         else:
             layer = Labels(np.zeros(shape, np.int32), name=session.name(role), opacity=0.5 if role == PROPOSALS
                            else 0.7)

@@ -23,6 +23,7 @@ from src_models.clicks import clicks_to_tensor
 from .checkpoints import load_model
 from .image import to_rgb01
 from .recall_views import Box, TilingConfig
+from .refine import GraphCutConfig, graphcut_refine
 from .weights import default_checkpoint
 
 
@@ -61,6 +62,19 @@ class PredictorConfig:
     # are not cut at every bump of their outline while small nuclei still separate
     # (BENCHMARKS.md, "Instances": 0.1 keeps nuclei at the 1 px floor, PennFudanPed GT F1 0.32 -> 0.88)
     split_h_per_radius: float = 0.1
+    # after the network: "graphcut" = a min-cut on the view that keeps every click (positive
+    # disks in, negative out) and follows the image's edges (refine.py); "none" = the network's
+    # probability as it is
+    refine: str = "graphcut"
+    graphcut: GraphCutConfig = field(default_factory=GraphCutConfig)
+
+    def __post_init__(self) -> None:
+        if self.refine not in ("graphcut", "none"):
+            raise ValueError(f"PredictorConfig.refine must be 'graphcut' or 'none', got {self.refine!r}")
+        if not isinstance(self.graphcut, GraphCutConfig):
+            raise ValueError("PredictorConfig.graphcut must be a GraphCutConfig")
+        if not (0.0 < float(self.threshold) < 1.0):
+            raise ValueError(f"PredictorConfig.threshold must be in (0, 1), got {self.threshold!r}")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -187,6 +201,10 @@ class Predictor:
         self._key: object | None = None
         self._images: OrderedDict[object, tuple[torch.Tensor, OrderedDict]] = OrderedDict()
         self.stats = {"encodes": 0, "decodes": 0}
+        # the last refined output and the network probability behind it: fed back to the
+        # network instead of the refined mask when GraphCutConfig.feedback == "network"
+        self._last_out: np.ndarray | None = None
+        self._last_net: np.ndarray | None = None
 
     @classmethod
     def from_checkpoint(cls, path: Path | str | None = None, config: PredictorConfig | None = None) -> "Predictor":
@@ -293,6 +311,9 @@ class Predictor:
         """
         h, w = self.image_shape
         check_clicks(clicks, (h, w))
+        if (prev_mask is not None and prev_mask is self._last_out and self._last_net is not None
+                and self.config.graphcut.feedback == "network"):
+            prev_mask = self._last_net  # the network sees its own previous output, not the cut
         prev_mask = check_prev_mask(prev_mask, (h, w))
         if len(clicks) == 0:
             return np.zeros((h, w), np.float32)
@@ -325,6 +346,26 @@ class Predictor:
         prob = F.interpolate(prob, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
         out = np.zeros((h, w), np.float32)
         out[y0:y1, x0:x1] = prob.cpu().numpy()
+        if self.config.refine == "none":
+            return out
+        net = out.copy()
+        out[y0:y1, x0:x1] = self.refine_view(box, out[y0:y1, x0:x1], clicks)
+        self._last_out, self._last_net = out, net
+        return out
+
+    def refine_view(self, box: Box, prob: np.ndarray, clicks: Clicks) -> np.ndarray:
+        """The graph-cut result inside the view, as a probability whose decision at the
+        threshold is the cut's: pixels the cut keeps agree with the network; pixels it flips
+        are set halfway between the threshold and certainty (the view's outside is untouched)."""
+        assert self._image is not None
+        y0, x0, y1, x1 = box
+        image = self._image[0, :, y0:y1, x0:x1].permute(1, 2, 0).float().cpu().numpy()
+        t = self.config.threshold
+        band_px = self.config.graphcut.band * max(y1 - y0, x1 - x0) / self.size  # network px -> image px
+        cut = graphcut_refine(image, prob, clicks.map(1.0, 1.0, y0, x0), t, self.config.graphcut, band_px)
+        out = prob.copy()
+        out[cut & (prob <= t)] = 0.5 * (1.0 + t)
+        out[~cut & (prob > t)] = 0.5 * t
         return out
 
     def predict_mask(self, clicks: Clicks, prev_mask: np.ndarray | None = None) -> np.ndarray:

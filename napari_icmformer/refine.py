@@ -40,6 +40,10 @@ class GraphCutConfig:
     # the cut runs at most on this many pixels; a larger view is cut at a reduced scale and the
     # result upsampled (a 2000² view: edges within a pixel or two of the full-resolution cut)
     max_pixels: int = 512 * 512
+    # keep only the parts of the result that hold a positive click: a blob the network fired on
+    # elsewhere (another coin, a similar texture) is not part of the object the user clicked;
+    # a separate piece of the object (an occluded half) is added by a positive click on it
+    drop_unclicked_parts: bool = True
     # which mask the network sees as its previous mask at the next click: "network" = its own
     # probability, "refined" = the graph-cut result
     feedback: str = "network"
@@ -93,6 +97,26 @@ def graphcut_refine(image: np.ndarray, prob: np.ndarray, clicks: Clicks, thresho
     coordinates; ``band_px``: the free band's half-width in these pixels (default
     ``config.band``). A positive click's disk is always in the result, a negative one's never.
     """
+    out = _graphcut(image, prob, clicks, threshold, config, band_px)
+    if config.drop_unclicked_parts and clicks.positives:
+        out = keep_clicked_parts(out, clicks)
+    return out
+
+
+def keep_clicked_parts(mask: np.ndarray, clicks: Clicks) -> np.ndarray:
+    """The connected parts (8-connected) of ``mask`` that hold a positive click."""
+    parts, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n <= 1:
+        return mask
+    h, w = mask.shape
+    keep = {int(parts[min(h - 1, max(0, int(round(c.y)))), min(w - 1, max(0, int(round(c.x))))])
+            for c in clicks.positives}
+    keep.discard(0)
+    return np.isin(parts, list(keep)) if keep else mask
+
+
+def _graphcut(image: np.ndarray, prob: np.ndarray, clicks: Clicks, threshold: float,
+              config: GraphCutConfig, band_px: float | None) -> np.ndarray:
     h, w = prob.shape
     if image.shape[:2] != (h, w):
         raise ValueError(f"image {image.shape[:2]} and probability {prob.shape} differ in size")
@@ -122,8 +146,8 @@ def graphcut_refine(image: np.ndarray, prob: np.ndarray, clicks: Clicks, thresho
         cl = clicks.map(zy, zx, y0 - 0.5 + 0.5 / zy, x0 - 0.5 + 0.5 / zx)  # pixel centres, as the resize
         cfg = replace(config, click_radius=max(1.0, config.click_radius * scale),
                       max_pixels=max(64, small[0] * small[1]), band_min_px=1)  # no second reduction
-        cut = graphcut_refine(_resize(image[sl], small), _resize(prob[sl], small), cl, threshold, cfg,
-                              band_px * scale)
+        cut = _graphcut(_resize(image[sl], small), _resize(prob[sl], small), cl, threshold, cfg,
+                        band_px * scale)
         yi = np.minimum((np.arange(ch) * zy).astype(int), small[0] - 1)
         xi = np.minimum((np.arange(cw) * zx).astype(int), small[1] - 1)
         out = net.copy()

@@ -4,7 +4,8 @@ Run headless under Xvfb (the canvas is black with the offscreen platform)::
 
     QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/make_screenshot.py
 
-The "user" clicks coins of scikit-image's ``coins`` sample with the shipped default model:
+The widget is opened through the plugin entry (as *Plugins → Interactive segmentation* does),
+after the canvas has drawn. The "user" clicks coins of scikit-image's ``coins`` sample with the shipped default model:
 a first click in each coin, then corrective clicks placed by the benchmark's simulated user
 (against a rough threshold mask of the coins) until the IoU reaches 0.85 or 4 clicks, then
 commit. The last coin is left in progress so its clicks show.
@@ -23,7 +24,6 @@ from scipy import ndimage
 from skimage import data, filters, measure, morphology
 from skimage.io import imsave
 
-from napari_icmformer._widget import SegmentationWidget
 from napari_icmformer.clicking import first_eval_click, next_eval_click
 from napari_icmformer.metrics import iou
 
@@ -44,7 +44,7 @@ def coin_masks(image: np.ndarray, n: int) -> list[np.ndarray]:
     return masks
 
 
-def wait(widget: SegmentationWidget, timeout: float = 60) -> None:
+def wait(widget, timeout: float = 60) -> None:
     t = time.time()
     while widget.pending and time.time() - t < timeout:
         QApplication.processEvents()
@@ -61,8 +61,11 @@ def main() -> None:
     viewer = napari.Viewer(title="napari-icmformer")
     viewer.window._qt_window.resize(1400, 820)
     viewer.add_image(image, name="coins")
-    widget = SegmentationWidget(viewer)
-    viewer.window.add_dock_widget(widget, area="right", name="iCMFormer")
+    for _ in range(50):  # the canvas draws first, as for a user who then opens the plugin
+        QApplication.processEvents()
+        time.sleep(0.01)
+    # exactly what Plugins -> Interactive segmentation does
+    _, widget = viewer.window.add_plugin_dock_widget("napari-icmformer", "Interactive segmentation")
     widget.device.value = "cpu"
     masks = coin_masks(image, args.objects)
     for k, gt in enumerate(masks):
@@ -79,13 +82,13 @@ def main() -> None:
                 break
         if k < len(masks) - 1:
             widget.commit()
-    viewer.layers["objects"].opacity = 0.6
+    widget.layer("objects").opacity = 0.6
     viewer.reset_view()
     QApplication.processEvents()
     shot = viewer.screenshot(canvas_only=False, flash=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     imsave(args.out, shot, check_contrast=False)
-    print(f"wrote {args.out} {shot.shape}; objects committed: {int(viewer.layers['objects'].data.max())}")
+    print(f"wrote {args.out} {shot.shape}; objects committed: {int(widget.layer('objects').data.max())}")
     viewer.close()
 
 

@@ -260,6 +260,7 @@ def test_current_object_colour_and_marker_size_are_visible(widget):
     first = np.asarray(objects.colormap.map(np.array([1])))[0]
     np.testing.assert_allclose(live, CURRENT_COLOUR, atol=1e-3)
     assert np.abs(live[:3] - first[:3]).max() > 0.2
+    assert current.contour > 0 and objects.contour == 0  # an outline, unlike any committed object
     assert tuple(w.layer("positive clicks").canvas_size_limits) == MARKER_SCREEN_PX
 
 

@@ -24,6 +24,7 @@ from ..data import DatasetError, open_dataset
 from ..engine import Predictor, PredictorConfig
 from ..evaluation import iter_dataset
 from ..metrics import summarize
+from ..refine import GraphCutConfig
 from ._args import OneLineParser, fail, float_in, int_in, output_folder
 
 
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IoU targets of NoC / NoF, each in (0, 1]")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--flip", action="store_true")
+    p.add_argument("--refine", nargs="+", default=[PredictorConfig.refine], choices=["graphcut", "none"],
+                   help="iCMFormer refinement(s) to compare in one run (e.g. --refine graphcut none)")
+    p.add_argument("--graphcut-pairwise", type=float, default=None, help="override GraphCutConfig.pairwise")
+    p.add_argument("--graphcut-band", type=float, default=None, help="override GraphCutConfig.band")
+    p.add_argument("--graphcut-feedback", choices=["network", "refined"], default=None,
+                   help="override GraphCutConfig.feedback")
     p.add_argument("--limit", type=int_in(1), default=None, help="first N images of each dataset (N >= 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
@@ -66,10 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
 def make_methods(args) -> list[tuple[str, object]]:
     methods: list[tuple[str, object]] = []
     if "icmformer" in args.method:
-        cfg = PredictorConfig(zoom_in=args.zoom_in, flip=args.flip, device=args.device)
+        overrides = {k: v for k, v in (("pairwise", args.graphcut_pairwise), ("band", args.graphcut_band),
+                                        ("feedback", args.graphcut_feedback)) if v is not None}
+        graphcut = GraphCutConfig(**overrides)
         for ckpt in args.checkpoint or [None]:
-            label = "icmformer-default" if ckpt is None else f"icmformer-{Path(ckpt).stem}"
-            methods.append((label, Predictor.from_checkpoint(ckpt, cfg)))
+            model = None
+            for refine in args.refine:
+                cfg = PredictorConfig(zoom_in=args.zoom_in, flip=args.flip, device=args.device, refine=refine,
+                                      graphcut=graphcut)
+                label = "icmformer-default" if ckpt is None else f"icmformer-{Path(ckpt).stem}"
+                if len(args.refine) > 1 or refine != PredictorConfig.refine:
+                    label += f" refine={refine}"
+                if model is None:
+                    predictor = Predictor.from_checkpoint(ckpt, cfg)
+                    model = predictor.model
+                else:
+                    predictor = Predictor(model, cfg)
+                methods.append((label, predictor))
     if "random-walker" in args.method:
         from ..baselines import RandomWalkerMethod  # noqa: PLC0415
 
