@@ -195,8 +195,11 @@ def load_coco_layers(path: str | Path) -> list[np.ndarray]:
 
 # -- npe2 reader / writer ---------------------------------------------------------------------
 def write_labels_coco(path: str, data: np.ndarray, meta: dict) -> list[str]:
-    """napari writer: a Labels layer → COCO instances json (never over an existing file)."""
-    return [str(save_coco(path, np.asarray(data), category=meta.get("name", "object") or "object"))]
+    """napari writer: a Labels layer → COCO instances json. napari's save dialog has already asked
+    before replacing an existing file, so the writer replaces it (still atomically); a failure is
+    a CocoExportError, never a raw OSError."""
+    return [str(save_coco(path, np.asarray(data), category=meta.get("name", "object") or "object",
+                          overwrite=True))]
 
 
 def _layer_data(path: str) -> list[tuple[np.ndarray, dict, str]]:

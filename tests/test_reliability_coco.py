@@ -168,12 +168,19 @@ def test_save_coco_never_replaces_a_file_silently(tmp_path):
     with pytest.raises(CocoFileExistsError, match="already exists"):
         save_coco(path, lab)
     assert path.read_text() == "my precious annotations"
-    with pytest.raises(CocoExportError, match="already exists"):
-        write_labels_coco(str(path), lab, {"name": "x"})
-    assert path.read_text() == "my precious annotations"
     save_coco(path, lab, overwrite=True)
     np.testing.assert_array_equal(load_coco(path), lab)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_napari_writer_replaces_after_napari_asked(tmp_path):
+    """napari's Save dialog confirms a replacement itself: the writer then replaces (atomically)."""
+    lab = np.zeros((8, 8), np.int32)
+    lab[2:5, 2:5] = 3
+    path = tmp_path / "objects.json"
+    path.write_text("old")
+    write_labels_coco(str(path), lab, {"name": "x"})
+    np.testing.assert_array_equal(load_coco(path), lab)
 
 
 def test_save_coco_turns_os_errors_into_clear_ones(tmp_path):

@@ -13,10 +13,11 @@ import yaml
 from ..checkpoints import CheckpointError
 from ..training.distributed import shutdown_distributed
 from ..training.trainer import TrainConfig, Trainer
+from ._args import OneLineParser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icmformer-train", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:  # a OneLineParser: bad arguments are one line, exit 2
+    p = OneLineParser(prog="icmformer-train", description=__doc__)
     p.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     p.add_argument("--overwrite", action="store_true",

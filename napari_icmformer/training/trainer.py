@@ -21,6 +21,7 @@ from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config
 
 from ..checkpoints import CheckpointError, load_model, save_checkpoint
 from ..clicking import sample_error_click
+from .config_checks import check_train_config
 from .dataset import ObjectPool, collate_points, make_training_sample
 from .distributed import init_distributed
 from .validation import ValidationSet
@@ -63,6 +64,9 @@ class TrainConfig:
     val_objects: int = 40
     val_max_clicks: int = 10
     val_min_area: int = 1024
+
+    def __post_init__(self) -> None:
+        check_train_config(self)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
