@@ -361,8 +361,11 @@ class Predictor:
         y0, x0, y1, x1 = box
         image = self._image[0, :, y0:y1, x0:x1].permute(1, 2, 0).float().cpu().numpy()
         t = self.config.threshold
-        band_px = self.config.graphcut.band * max(y1 - y0, x1 - x0) / self.size  # network px -> image px
-        cut = graphcut_refine(image, prob, clicks.map(1.0, 1.0, y0, x0), t, self.config.graphcut, band_px)
+        gc = self.config.graphcut
+        side = max(y1 - y0, x1 - x0)
+        band_px = gc.band * side / self.size  # network px -> image px
+        scale = min(1.0, gc.resolution * self.size / side)
+        cut = graphcut_refine(image, prob, clicks.map(1.0, 1.0, y0, x0), t, gc, band_px, scale)
         out = prob.copy()
         out[cut & (prob <= t)] = 0.5 * (1.0 + t)
         out[~cut & (prob > t)] = 0.5 * t
