@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy import ndimage
 
 from .data.coco_checks import INT32_MAX, CocoFormatError, check_structure, decode_segmentation, is_int
 
@@ -27,6 +28,29 @@ def _slices(labels: np.ndarray):
     lead = labels.shape[:-2]
     for idx in np.ndindex(*lead) if lead else [()]:
         yield idx, labels[idx]
+
+
+def _box_rle(crop: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int]) -> dict:
+    """The COCO RLE of a mask that is ``crop`` inside ``box`` and empty elsewhere, built from the
+    crop alone (column-major run boundaries), so thousands of small objects on a large image
+    cost their own pixels, not the image's. pycocotools compresses it."""
+    h, w = shape
+    y0, x0 = box[0].start, box[1].start
+    padded = np.zeros((crop.shape[0] + 2, crop.shape[1]), np.int8)
+    padded[1:-1] = crop
+    cols, rows = np.nonzero(np.diff(padded, axis=0).T)  # column-major order, as COCO counts
+    bounds = (x0 + cols).astype(np.int64) * h + y0 + rows
+    # a run that ends at a column's last row and one that starts at the next column's first row
+    # are one run: equal consecutive boundaries cancel
+    if len(bounds) > 1:
+        same = np.nonzero(bounds[1:-1:2] == bounds[2::2])[0]
+        if len(same):
+            drop = np.concatenate([2 * same + 1, 2 * same + 2])
+            bounds = np.delete(bounds, drop)
+    counts = np.diff(np.concatenate([[0], bounds, [h * w]])).tolist()
+    if len(counts) > 1 and counts[-1] == 0:
+        counts.pop()  # an object on the last pixel: no empty run after it (pycocotools' own form)
+    return mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
 
 
 def labels_to_coco(labels: np.ndarray, name: str = "image", category: str = "object") -> dict:
@@ -44,11 +68,11 @@ def labels_to_coco(labels: np.ndarray, name: str = "image", category: str = "obj
         suffix = "" if not idx else "_" + "_".join(str(i) for i in idx)
         images.append({"id": image_id, "file_name": f"{name}{suffix}", "height": int(h), "width": int(w),
                        "slice": list(idx)})
-        for label_id in np.unique(plane):
-            if label_id == 0:
+        boxes = ndimage.find_objects(plane)  # one bounding box per id: no full-image pass per object
+        for label_id, box in enumerate(boxes, start=1):
+            if box is None:
                 continue
-            binary = np.asfortranarray((plane == label_id).astype(np.uint8))
-            rle = mask_utils.encode(binary)
+            rle = _box_rle(plane[box] == label_id, box, (h, w))
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
                 "segmentation": {"size": [int(h), int(w)], "counts": rle["counts"].decode("ascii")},
