@@ -26,14 +26,15 @@ HARD = 1e9  # capacity of a hard constraint
 
 @dataclass
 class GraphCutConfig:
-    """Weights of the refinement (chosen on held-out training-side data, BENCHMARKS.md)."""
+    """Weights of the refinement, chosen on held-out training-side data (COCO_Tiny val2017, 40
+    objects, 20 clicks; ``benchmarks/tune_graphcut.py``, BENCHMARKS.md "Graph-cut refinement")."""
 
     # pairwise weight (lambda) relative to the unary log-odds: larger = smoother, edge-snapping
-    pairwise: float = 2.0
+    pairwise: float = 3.0
     # free band on each side of the network's boundary, in the network's output pixels (its
     # boundary error is a few of its own pixels, whatever the view's size): the engine converts
     # it to image pixels (x view side / network input side), at least band_min_px
-    band: float = 3.0
+    band: float = 8.0
     band_min_px: int = 2
     # radius (pixels) of each click's hard-constraint disk
     click_radius: float = 3.0
@@ -50,7 +51,7 @@ class GraphCutConfig:
     drop_unclicked_parts: bool = True
     # which mask the network sees as its previous mask at the next click: "network" = its own
     # probability, "refined" = the graph-cut result
-    feedback: str = "network"
+    feedback: str = "refined"
 
     def __post_init__(self) -> None:
         for name in ("pairwise", "band", "click_radius"):

@@ -114,9 +114,10 @@ def test_parts_without_a_positive_click_are_dropped():
     prob = prob.copy()
     prob[80:90, 5:15] = 0.95  # the network also fires on something far away
     clicks = Clicks().add(48, 48)
-    cut = graphcut_refine(image, prob, clicks, 0.49, GraphCutConfig(pairwise=1.0))
+    cfg = GraphCutConfig(pairwise=1.0, drop_unclicked_parts=True)
+    cut = graphcut_refine(image, prob, clicks, 0.49, cfg)
     assert not cut[80:90, 5:15].any() and cut[48, 48]
-    kept = graphcut_refine(image, prob, clicks.add(85, 10), 0.49, GraphCutConfig(pairwise=1.0))
+    kept = graphcut_refine(image, prob, clicks.add(85, 10), 0.49, cfg)
     assert kept[85, 10] and kept[48, 48]  # a positive click on the piece keeps it
     every = graphcut_refine(image, prob, clicks, 0.49, GraphCutConfig(pairwise=1.0, drop_unclicked_parts=False))
     assert every[85, 10]
