@@ -4,6 +4,7 @@ object-level F1 of an instance split."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,15 +44,33 @@ def summarize(curves: Sequence[Sequence[float]], thresholds: Sequence[float], ma
     return out
 
 
-def instance_f1(pred_labels: np.ndarray, gt_instances: Sequence[np.ndarray], threshold: float = 0.5,
-                ignore: np.ndarray | None = None) -> float:
-    """Object-level F1 for instance segmentation (what counting users need): a predicted
-    instance (label > 0) matches a ground-truth instance when their IoU exceeds ``threshold``
-    (≥ 0.5, so each side matches at most once). Each GT instance is scored on its own mask, so
-    overlapping GT instances are fine; pixels under ``ignore`` are left out as in :func:`iou`
-    (objects entirely inside it do not count). No objects on either side gives 1."""
+@dataclass
+class InstanceMatch:
+    """A one-to-one matching of predicted and ground-truth instances (IoU above a threshold)."""
+
+    pairs: list[tuple[int, int, float]]  # (GT index, predicted label, IoU), one per matched GT object
+    n_pred: int  # predicted objects (labels > 0 outside the ignore region)
+    n_gt: int  # ground-truth objects (non-empty outside the ignore region)
+
+    @property
+    def f1(self) -> float:
+        """Object-level F1; no objects on either side gives 1."""
+        return 1.0 if self.n_gt + self.n_pred == 0 else 2.0 * len(self.pairs) / (self.n_gt + self.n_pred)
+
+    @property
+    def mean_iou(self) -> float:
+        """Mean IoU of the matched pairs (0 when nothing matched)."""
+        return float(np.mean([p[2] for p in self.pairs])) if self.pairs else 0.0
+
+
+def match_instances(pred_labels: np.ndarray, gt_instances: Sequence[np.ndarray], threshold: float = 0.5,
+                    ignore: np.ndarray | None = None) -> InstanceMatch:
+    """Match predicted instances (label > 0) to ground-truth instances: a pair matches when
+    their IoU exceeds ``threshold`` (≥ 0.5, so each side matches at most once). Each GT instance
+    is scored on its own mask, so overlapping GT instances are fine; pixels under ``ignore`` are
+    left out as in :func:`iou` (objects entirely inside it do not count)."""
     if threshold < 0.5:
-        raise ValueError("instance_f1 needs threshold >= 0.5 for a one-to-one matching")
+        raise ValueError("instance matching needs threshold >= 0.5 for a one-to-one matching")
     pred = np.asarray(pred_labels)
     keep = None if ignore is None else ~np.asarray(ignore, bool)
     pred = np.where((pred > 0) if keep is None else (pred > 0) & keep, pred, 0)
@@ -59,8 +78,8 @@ def instance_f1(pred_labels: np.ndarray, gt_instances: Sequence[np.ndarray], thr
     index = index.reshape(pred.shape)
     pred_area = np.bincount(index.ravel(), minlength=len(ids))
     is_object = ids > 0
-    n_pred, n_gt, matched = int(is_object.sum()), 0, set()
-    for instance in gt_instances:
+    n_gt, pairs, matched = 0, [], set()
+    for g, instance in enumerate(gt_instances):
         m = np.asarray(instance, bool) if keep is None else np.asarray(instance, bool) & keep
         area = int(np.count_nonzero(m))
         if area == 0:
@@ -71,6 +90,14 @@ def instance_f1(pred_labels: np.ndarray, gt_instances: Sequence[np.ndarray], thr
         best = int(np.argmax(ious))
         if ious[best] > threshold and best not in matched:
             matched.add(best)
-    if n_gt + n_pred == 0:
-        return 1.0
-    return 2.0 * len(matched) / (n_gt + n_pred)
+            pairs.append((g, int(ids[best]), float(ious[best])))
+    return InstanceMatch(pairs, int(is_object.sum()), n_gt)
+
+
+def instance_f1(pred_labels: np.ndarray, gt_instances: Sequence[np.ndarray], threshold: float = 0.5,
+                ignore: np.ndarray | None = None) -> float:
+    """Object-level F1 for instance segmentation (what counting users need); see
+    :func:`match_instances`. No objects on either side gives 1."""
+    if threshold < 0.5:
+        raise ValueError("instance_f1 needs threshold >= 0.5 for a one-to-one matching")
+    return match_instances(pred_labels, gt_instances, threshold, ignore).f1
