@@ -21,7 +21,7 @@ from src_models import Clicks
 from .clicking import first_eval_click, next_eval_click
 from .engine import PredictorConfig
 from .evaluation import evaluate_object
-from .exemplar import split_height, split_instances
+from .instances import click_instances, split_height
 from .metrics import instance_f1, iou
 from .mois import MoisTarget, dios_clicks
 
@@ -134,9 +134,11 @@ def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, ma
     predictor.set_image(image)
     recorder = _KeepLast(predictor)
     ious, _, seconds = evaluate_object(recorder, target.target, target.ignore, max_clicks)
+    # the same instance split and size rule as the recall results
+    min_area = max(16.0, PredictorConfig.recall_min_area * float(target.exemplar.sum()))
     final = np.zeros(target.target.shape, np.int32) if recorder.prob is None else \
-        split_instances(recorder.prob > threshold,  # the same instance split as the recall results
-                        h=split_height(target.exemplar, PredictorConfig.split_h_per_radius))
+        click_instances(recorder.prob > threshold, Clicks(),
+                        split_height(target.exemplar, PredictorConfig.split_h_per_radius), min_area)[0]
     f1 = instance_f1(final, target.instances, ignore=target.ignore)
     return MoisResult("sois-only", target.sample, target.category, len(target.instances), 0,
                       [0.0, *ious], seconds, instance_f1=(0.0, f1))

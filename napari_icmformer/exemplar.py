@@ -28,9 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.morphology import local_maxima, reconstruction
-from skimage.segmentation import watershed
 
 from src_models import Clicks, coord_maps
 from src_models.clicks import clicks_to_tensor
@@ -40,82 +37,37 @@ from .checkpoints import load_model
 from .clicking import first_eval_click
 from .engine import PredictorConfig, check_clicks, check_prev_mask, resolve_device, resolve_dtype
 from .image import to_rgb01
+from .instances import (
+    click_instances,
+    extended_maxima,
+    fix_last_click,
+    separating_gaps,
+    split_height,
+    split_instances,
+    split_off_click,
+)
 from .recall_views import Box, RecallLayout, blend_weights, plan_layout
 from .weights import default_checkpoint
 
-
-def extended_maxima(dist: np.ndarray, h: float) -> np.ndarray:
-    """The regional maxima of ``dist`` after h-reconstruction (extended maxima): every dome at
-    least ``h`` high becomes one plateau, whatever the orientation of a flat or tilted ridge."""
-    if h <= 0:
-        raise ValueError(f"h must be > 0, got {h}")
-    return local_maxima(reconstruction(dist - h, dist, method="dilation"), connectivity=2) & (dist > 0)
-
-
-def split_height(exemplar: np.ndarray, per_radius: float) -> float:
-    """The watershed marker height for objects like ``exemplar``: max(1 px, per_radius x its
-    equivalent radius)."""
-    radius = float(np.sqrt(np.count_nonzero(exemplar) / np.pi))
-    return max(1.0, per_radius * radius)
-
-
-def split_instances(mask: np.ndarray, min_size: int = 16, min_distance: int = 5,
-                    h: float | None = 1.0) -> np.ndarray:
-    """Instance labels (int32, 0 = background) of a category mask.
-
-    Connected components first; touching objects inside one component are separated by the
-    classic watershed on the distance transform. Markers: the extended maxima of the distance
-    transform (domes at least ``h`` px high, each one plateau, so the ridge of an elongated
-    object is one marker at any angle, not several) that hold a local maximum at least
-    ``min_distance`` apart.
-    On the ground-truth masks of the training splits this splits touching nuclei at object F1
-    0.91 (DSB2018[:50]) / 0.97 (MoNuSeg[56:]), against 0.86 / 0.85 with the local maxima alone
-    (``h=None``; ``benchmarks/bench_instance_split.py``). Pieces under ``min_size`` px are dropped.
-    """
-    mask = np.asarray(mask, bool)
-    if mask.ndim != 2:
-        raise ValueError(f"split_instances needs a 2-D mask, got shape {mask.shape}")
-    out = np.zeros(mask.shape, np.int32)
-    if not mask.any():
-        return out
-    components, n = ndimage.label(mask)
-    next_id = 1
-    for sl, comp_id in zip(ndimage.find_objects(components), range(1, n + 1), strict=True):
-        comp = components[sl] == comp_id
-        if comp.sum() < min_size:
-            continue
-        dist = ndimage.distance_transform_edt(np.pad(comp, 1))[1:-1, 1:-1]
-        peaks = peak_local_max(dist, min_distance=min_distance, labels=comp.astype(np.int32),
-                               exclude_border=False)
-        if h is None:  # one marker per local maximum
-            markers = np.zeros(comp.shape, np.int32)
-            markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
-            kept = np.arange(1, len(peaks) + 1)
-        else:  # one marker per extended maximum (8-connected) that holds a local maximum
-            markers, _ = ndimage.label(extended_maxima(dist, h), structure=np.ones((3, 3)))
-            kept = np.unique(markers[peaks[:, 0], peaks[:, 1]]) if len(peaks) else np.zeros(0, int)
-            kept = kept[kept > 0]
-            markers = np.where(np.isin(markers, kept), markers, 0)
-        parts = watershed(-dist, markers, mask=comp) if len(kept) > 1 else comp.astype(np.int32)
-        for part in np.unique(parts[parts > 0]):
-            piece = parts == part
-            if piece.sum() >= min_size:
-                out[sl][piece] = next_id
-                next_id += 1
-    return out
+__all__ = ["ExemplarPredictor", "RecallResult", "extended_maxima", "local_update", "split_height",
+           "split_instances", "split_off_click"]
 
 
 def local_update(prev_prob: np.ndarray, new_prob: np.ndarray, y: float, x: float,
                  threshold: float = 0.49) -> np.ndarray:
     """``new_prob`` inside the objects under the click (its connected component in the previous
-    and in the new mask), ``prev_prob`` everywhere else: one click fixes the object it is on."""
+    and in the new mask), ``prev_prob`` everywhere else: one click fixes the object it is on.
+    A line of background that kept two previous objects apart (a split click's cut) is kept."""
     iy, ix = int(round(y)), int(round(x))
     iy, ix = min(max(iy, 0), prev_prob.shape[0] - 1), min(max(ix, 0), prev_prob.shape[1] - 1)
     region = np.zeros(prev_prob.shape, bool)
+    prev_components = None
     for prob in (prev_prob, new_prob):
         components, _ = ndimage.label(prob > threshold)
+        prev_components = components if prev_components is None else prev_components
         if components[iy, ix]:
             region |= components == components[iy, ix]
+    region &= ~separating_gaps(prev_components)
     return np.where(region, new_prob, prev_prob).astype(np.float32)
 
 
@@ -126,6 +78,9 @@ class RecallResult:
     instances: np.ndarray  # (H, W) int32 instance labels of ``mask``
     pseudo_negatives: Clicks  # exemplar negatives found on recalled objects (not fed as negatives)
     tiles: int = 1  # network views it took (> 1: a large image seen in tiles)
+    # what the last click did: "split" (cut its object out of a proposal), "removed" (a whole
+    # proposal), "added" (a positive click off the proposals: the network's answer), or ""
+    action: str = ""
 
 
 class ExemplarPredictor:
@@ -227,6 +182,10 @@ class ExemplarPredictor:
         self._layout = layout
         # the instance split's marker height depends on the exemplar only: once per exemplar
         self._split_height = split_height(mask, self.config.split_h_per_radius)
+        self._exemplar_area = float(np.count_nonzero(mask))
+        # a negative click removes the object it is on or the nearest within half the exemplar's radius
+        self._negative_reach = max(2.0, 0.5 * float(np.sqrt(self._exemplar_area / np.pi)))
+        self._shown = None  # (digest of a result's prob and clicks, its instances)
         self._exemplar_key = key
 
     def _image_in_layout(self) -> torch.Tensor:
@@ -306,7 +265,10 @@ class ExemplarPredictor:
                on_tile: Callable[[int, int], None] | None = None) -> RecallResult:
         """Every object of the exemplar's category, given recall clicks and the previous result
         (``prev_mask``: the last result's ``prob``). With ``recall_update="local"`` the last click
-        changes only the objects under it (see :func:`local_update`). ``on_tile(done, total)`` is
+        changes only the objects under it (see :func:`local_update`). The fix-click rules of
+        :mod:`~napari_icmformer.instances` follow: a positive click inside a proposal splits
+        it, a negative one removes the whole proposal, specks under ``config.recall_min_area`` x
+        the exemplar's area (and ``min_size`` px) are not proposed. ``on_tile(done, total)`` is
         called after each tile (a progress bar for large images)."""
         h, w = self.image_shape  # "no image set" before "no exemplar": the first step comes first
         if self._exemplar is None:
@@ -334,11 +296,27 @@ class ExemplarPredictor:
                 on_tile(i + 1, len(lay.origins))
         prob_l = torch.from_numpy(acc / weight)[: lay.shape[0], : lay.shape[1]][None, None]
         prob = F.interpolate(prob_l, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
-        if self.config.recall_update == "local" and prev_mask is not None and len(clicks):
-            prob = local_update(prev, prob, clicks[-1].y, clicks[-1].x, self.config.threshold)
-        mask = prob > self.config.threshold
-        return RecallResult(prob, mask, split_instances(mask, min_size=min_size, h=self._split_height), pseudo,
-                            len(lay.origins))
+        min_area = max(float(min_size), self.config.recall_min_area * self._exemplar_area)
+        action = ""
+        if prev_mask is not None and len(clicks):
+            shown = self._instances_shown(prev, clicks[:-1], min_area)
+            if self.config.recall_update == "local":
+                prob = local_update(prev, prob, clicks[-1].y, clicks[-1].x, self.config.threshold)
+            prob, action = fix_last_click(prob, shown, clicks[-1], self._split_height, self._exemplar_area,
+                                          self.config.threshold)
+        instances, removed = click_instances(prob > self.config.threshold, clicks, self._split_height, min_area,
+                                             self._negative_reach)
+        if removed.any():  # written into the probability, so it stays removed after later clicks
+            prob = np.where(removed, np.float32(0), prob).astype(np.float32)
+        self._shown = (_digest(prob, clicks, min_area), instances)
+        return RecallResult(prob, prob > self.config.threshold, instances, pseudo, len(lay.origins), action)
+
+    def _instances_shown(self, prob: np.ndarray, clicks: Clicks, min_area: float) -> np.ndarray:
+        """The proposals a previous result showed (the last result's, without recomputing)."""
+        if self._shown is not None and self._shown[0] == _digest(prob, clicks, min_area):
+            return self._shown[1]
+        return click_instances(prob > self.config.threshold, clicks, self._split_height, min_area,
+                               self._negative_reach)[0]
 
     def _decode_tile(self, index: int, tile: "_ExemplarTile", maps: torch.Tensor, use_cache: bool) -> np.ndarray:
         """One tile's probability; with the cache a tile whose inputs did not change since the
@@ -373,6 +351,12 @@ class _ExemplarTile:
     maps: torch.Tensor  # (1, 3, v, v) exemplar mask + its clicks in this tile
     weights: np.ndarray  # (v, v) blend weights
     features: ExemplarFeatures | None = None
+
+
+def _digest(prob: np.ndarray, clicks: Clicks, min_area: float) -> bytes:
+    h = hashlib.blake2b(np.ascontiguousarray(prob, np.float32).tobytes(), digest_size=16)
+    h.update(repr((tuple(clicks), min_area)).encode())
+    return h.digest()
 
 
 def _bbox(mask: np.ndarray) -> Box:
