@@ -11,8 +11,14 @@ Stacks (3-D, 2-D+t): the slice under the current dims position is segmented, eac
 its own clicks, undo history and Find-similar proposals; object ids are unique in the stack.
 Find similar (iCMFormer++): the exemplar is a committed object (the last one, or the id you
 give); every other object of its kind is proposed in the image's proposals layer. Clicks then
-fix the proposals (positive = missed object, negative = wrong one) until Accept commits them as
-new objects, or Clear (Shift+C) drops them. Undo steps back through recall clicks and accepts.
+fix the proposals until Accept commits them as new objects, or Clear (Shift+C) drops them:
+a positive click off the proposals adds the missed object there; a positive click inside a
+proposal that holds several objects splits it, cutting the clicked object out of its neighbours
+(on one right object it usually changes nothing); a negative click removes the whole proposal under it
+(or the nearest within half the exemplar's radius), and it stays removed until a positive click
+on it; proposals smaller than PredictorConfig.recall_min_area (0.15) x the exemplar's
+area are specks and are not shown, unless you click on them. A click changes only the proposals
+under it. Undo steps back through recall clicks and accepts.
 Predictions run on a napari thread worker; a newer click supersedes a running one.
 """
 
@@ -47,7 +53,10 @@ POSITIVE, NEGATIVE, CURRENT, OBJECTS, PROPOSALS = (
     "positive clicks", "negative clicks", "current object", "objects", "proposals")
 ROLES = (OBJECTS, CURRENT, PROPOSALS, POSITIVE, NEGATIVE)  # bottom to top, above their image
 HELP = ("Left-click: positive · Right/Shift-click: negative · drag: pan\n"
-        "C: commit · Shift+C: clear · Ctrl+Z: undo")
+        "C: commit · Shift+C: clear · Ctrl+Z: undo\n"
+        "Find similar, fixing proposals: click off them = add the missed object · click inside one\n"
+        "holding several objects = split off the clicked one · right-click = remove the whole\n"
+        "proposal · specks under 0.15 x the exemplar's area are hidden (click one to keep it)")
 DRAG_PIXELS = 3.0  # a press that moves farther than this (screen pixels) before release is a drag
 CURRENT_COLOUR = (1.0, 0.85, 0.0, 1.0)  # the live mask: one colour no committed object has
 CURRENT_CONTOUR_PX = 2
