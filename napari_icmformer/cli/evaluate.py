@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "both compare them")
     p.add_argument("--mois-mode", nargs="+", default=["additional", "collective"],
                    choices=["additional", "collective"])
+    p.add_argument("--annotate-all", action="store_true",
+                   help="mois: also the clicks until every object of the category is right (object F1 >= 0.9, "
+                        "mean IoU >= 0.8, at most 2 clicks per object), one by one with iCMFormer vs Find "
+                        "similar + fix clicks, in the same table")
     p.add_argument("--method", nargs="+", default=["icmformer", "random-walker"],
                    choices=["icmformer", "random-walker"])
     p.add_argument("--max-clicks", type=int_in(1, 1000), default=20)

@@ -2,6 +2,9 @@
 
     icmformer-eval --task mois --datasets DSB2018 COCO_Tiny_val --data-root ../shared/data \\
         --mois-checkpoint icmformer_pp.pt --out results/mois
+
+``--annotate-all`` adds the clicks until every object of the category is right, one by one vs
+Find similar (``annotate_all.py``), as rows of the same table.
 """
 
 from __future__ import annotations
@@ -14,12 +17,31 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..annotate_all import annotate_find_similar, annotate_one_by_one, summarize_annotate_all
 from ..engine import Predictor, PredictorConfig
 from ..evaluation_mois import evaluate_mois_target, evaluate_sois_reference, summarize_mois, target_seed
 from ..exemplar import ExemplarPredictor
 from ..mois import build_mois_targets
 from ..recall_views import TilingConfig
 from .evaluate import plot_curves
+
+ANNOTATE_ALL_COLUMNS = ["AA clicks/object", "AA done", "AA objects right", "AA F1 find similar", "AA s/target"]
+ANNOTATE_ALL_NOTE = (
+    "annotate all (AA): clicks until the category's objects are right (object F1 >= 0.9 at IoU > 0.5 and mean "
+    "matched IoU >= 0.8) or 2 clicks per object are spent; clicks/object = all clicks / all objects; done = share "
+    "of targets that got there; objects right = GT objects matched at the end; F1 find similar = exemplar + first "
+    "proposals, before any fix click. one-by-one: iCMFormer per object until IoU >= 0.85 (<= 5 clicks); "
+    "find-similar: exemplar by iCMFormer (counted) + Find similar + fix clicks on the worst error + iCMFormer on "
+    "what is still missing (napari_icmformer/annotate_all.py)")
+
+
+def annotate_all_target(predictor, recallers: list[tuple[str, object]], image: np.ndarray, target,
+                        out: dict[str, list]) -> None:
+    """The annotate-all protocol on one target: one by one (once) and Find similar per recaller."""
+    out.setdefault("annotate-all one-by-one (icmformer)", []).append(annotate_one_by_one(predictor, image, target))
+    for label, recaller in recallers:
+        out.setdefault(f"annotate-all find-similar {label}", []).append(
+            annotate_find_similar(predictor, recaller, image, target))
 
 
 def run_mois(args, datasets: list[tuple[str, object]]) -> int:
@@ -35,6 +57,7 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
             tag = "" if len(args.mois_tiling) == 1 else (" tiled" if tiling == "on" else " squeezed")
             recallers.append((f"{label}@{view} {update}{tag}", ExemplarPredictor(model, config)))
     rows, per_target = [], []
+    annotated: dict[str, list] = {}
     for name, ds in datasets:
         rng = np.random.default_rng(args.seed)
         results: dict[str, list] = {}
@@ -50,6 +73,8 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
                         res = evaluate_mois_target(recaller, predictor, sample.image, target, mode,
                                                    args.max_clicks, seed)
                         results.setdefault(f"{label} ({mode})", []).append(res)
+                if args.annotate_all:
+                    annotate_all_target(predictor, recallers, sample.image, target, annotated)
         ref_noc = None
         for method, res in results.items():
             summary = summarize_mois(res, args.iou_thresholds, args.max_clicks)
@@ -62,16 +87,24 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
         for row in rows:
             if row["dataset"] == name and ref_noc is not None and ref_noc[tag]:
                 row[f"{tag} vs SOIS-only"] = row[tag] / ref_noc[tag]
+        for method, res in annotated.items():  # after the paper's rows, in the same table
+            rows.append({"method": method, "dataset": name, **summarize_annotate_all(res)})
+            per_target += [{"method": method, "dataset": name, **r.__dict__} for r in res]
+        annotated.clear()
     tags = [f"{round(t * 100)}" for t in args.iou_thresholds]
     ratio = f"NoC@{tags[-1]} vs SOIS-only"
     cols = [f"NoC@{t}" for t in tags] + [f"NoFI@{t}" for t in tags] + ["mIoU+@0", "mIoU+@5", "F1@start",
                                                                         "F1@end", ratio]
+    if args.annotate_all:
+        cols += ANNOTATE_ALL_COLUMNS
     lines = ["| method | dataset | targets | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows:
         vals = [("—" if c not in r else f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])) for c in cols]
         lines.append(f"| {r['method']} | {r['dataset']} | {r['targets']} | " + " | ".join(vals) + " |")
     table = "\n".join(lines)
     print(table)
+    if args.annotate_all:
+        print(ANNOTATE_ALL_NOTE)
     print("MOIS protocol: Alg. 1 targets (categories with ≥2 instances); additional = golden exemplar + DIOS "
           "clicks, only recall clicks count; collective = SOIS exemplar (≤5 clicks, stop at <1 % gain) counts; "
           "curves start at k = 0 (proposals before any counted click); F1 = object-level F1 of the instance "
@@ -86,8 +119,8 @@ def run_mois(args, datasets: list[tuple[str, object]]) -> int:
     (args.out / "per_target.json").write_text(json.dumps(
         {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "summary": rows, "targets": per_target}, indent=1))
-    plot_curves(rows, args.max_clicks, args.out / "miou_vs_clicks.png", metric="mIoU+", first_k=0,
-                xlabel="number of counted clicks", ylabel="mIoU of the category target")
+    plot_curves([r for r in rows if "mIoU+@0" in r], args.max_clicks, args.out / "miou_vs_clicks.png",
+                metric="mIoU+", first_k=0, xlabel="number of counted clicks", ylabel="mIoU of the category target")
     print(f"wrote {args.out}/table.md, summary.csv, per_target.json, miou_vs_clicks.png")
     return 0
 
