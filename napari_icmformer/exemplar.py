@@ -67,7 +67,10 @@ def local_update(prev_prob: np.ndarray, new_prob: np.ndarray, y: float, x: float
         prev_components = components if prev_components is None else prev_components
         if components[iy, ix]:
             region |= components == components[iy, ix]
-    region &= ~separating_gaps(prev_components)
+    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    if len(rows):  # the lines are looked for where the click changes something only
+        box = (slice(max(0, rows[0] - 1), rows[-1] + 2), slice(max(0, cols[0] - 1), cols[-1] + 2))
+        region[box] &= ~separating_gaps(prev_components[box])
     return np.where(region, new_prob, prev_prob).astype(np.float32)
 
 
@@ -308,12 +311,12 @@ class ExemplarPredictor:
                                              self._negative_reach)
         if removed.any():  # written into the probability, so it stays removed after later clicks
             prob = np.where(removed, np.float32(0), prob).astype(np.float32)
-        self._shown = (_digest(prob, clicks, min_area), instances)
+        self._shown = (_digest(prob, clicks, min_area, self.config.threshold), instances)
         return RecallResult(prob, prob > self.config.threshold, instances, pseudo, len(lay.origins), action)
 
     def _instances_shown(self, prob: np.ndarray, clicks: Clicks, min_area: float) -> np.ndarray:
         """The proposals a previous result showed (the last result's, without recomputing)."""
-        if self._shown is not None and self._shown[0] == _digest(prob, clicks, min_area):
+        if self._shown is not None and self._shown[0] == _digest(prob, clicks, min_area, self.config.threshold):
             return self._shown[1]
         return click_instances(prob > self.config.threshold, clicks, self._split_height, min_area,
                                self._negative_reach)[0]
@@ -353,9 +356,9 @@ class _ExemplarTile:
     features: ExemplarFeatures | None = None
 
 
-def _digest(prob: np.ndarray, clicks: Clicks, min_area: float) -> bytes:
+def _digest(prob: np.ndarray, clicks: Clicks, *settings: float) -> bytes:
     h = hashlib.blake2b(np.ascontiguousarray(prob, np.float32).tobytes(), digest_size=16)
-    h.update(repr((tuple(clicks), min_area)).encode())
+    h.update(repr((tuple(clicks), settings)).encode())
     return h.digest()
 
 
