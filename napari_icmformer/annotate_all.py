@@ -7,14 +7,17 @@ a budget of 2 clicks per object; the simulated user stops as soon as the goal is
 * (a) one by one: iCMFormer clicks each object (the benchmark clicker on that object's error)
   until IoU ≥ 0.85 or 5 clicks, then commits it (into free pixels, as the plugin's Commit does).
 * (b) find similar: the first object is made as in (a) and is the exemplar (its clicks count);
-  Find similar proposes the others; fix clicks go on the worst error, the largest of: a proposal
-  that merges objects (a positive click on the largest of them), a false proposal (a negative
-  click), a poor proposal while the mean IoU falls short (a negative click; the object is then
-  left to iCMFormer), a missed object (a positive click). Each error is clicked once; a merge
-  that its split click did not fix is then removed (a negative click), its objects left to
-  iCMFormer. Then the proposals are accepted and iCMFormer clicks what is still missing, as in
-  (a). Missed objects get recall clicks only while they pay: not when Find similar found no right
-  object at all, and not after two recall clicks in a row failed to add theirs.
+  Find similar proposes the others. When fewer than half of them are right (object F1 < 0.5)
+  the user clears them and goes on one by one. Otherwise fix clicks go on the worst error, the
+  largest of: a proposal that merges objects (a positive click on the largest of them), a false
+  proposal (a negative click), a missed object (a positive click). Each error is clicked once; a
+  merge that its split click did not fix is then removed (a negative click), its objects left to
+  iCMFormer. Missed objects get recall clicks only while they pay: not when Find similar found
+  no right object at all, and not after two recall clicks in a row failed to add theirs. Then
+  the proposals are accepted and iCMFormer clicks what is still missing, as in (a).
+* Both, last: while the objects are all there (F1 ≥ 0.9) but the mean IoU falls short, the
+  poorest object not made by iCMFormer is removed (one click: a negative click on it before
+  accepting) and made with iCMFormer as in (a).
 
 Objects are taken in one order in both: the MOIS target's exemplar first, then by size. Both run
 through the plugin's state machines (``Annotator``, ``RecallAnnotator``), so a click counted
@@ -39,6 +42,7 @@ GOAL_F1, GOAL_IOU = 0.9, 0.8  # "every object right"
 CLICKS_PER_OBJECT = 2  # the budget
 OBJECT_IOU, OBJECT_CLICKS = 0.85, 5  # one object with iCMFormer
 FAILED_ADDS = 2  # recall clicks in a row that added nothing before the user stops adding that way
+KEEP_PROPOSALS_F1 = 0.5  # below this object F1 the user clears Find similar's proposals
 
 
 @dataclass
@@ -70,6 +74,7 @@ class SimulatedUser:
         areas = [int(m.sum()) for m in self.instances]
         rest = sorted((i for i in range(len(areas)) if i != target.exemplar_index), key=lambda i: -areas[i])
         self.order = [target.exemplar_index, *rest]
+        self.made: set[int] = set()  # GT objects the user clicked with iCMFormer
 
     @property
     def spent(self) -> bool:
@@ -134,7 +139,29 @@ def one_by_one(ann: Annotator, predictor, user: SimulatedUser) -> bool:
         if user.spent:
             break
         matched = {p[0] for p in user.score(ann.objects).pairs}
-        if g not in matched and click_object(ann, predictor, user.instances[g], user):
+        if g in matched:
+            continue
+        user.made.add(g)
+        if click_object(ann, predictor, user.instances[g], user):
+            return True
+    return user.satisfied(ann.objects)
+
+
+def redo_poor(ann: Annotator, predictor, user: SimulatedUser) -> bool:
+    """While every object is there (F1 ≥ GOAL_F1) but the mean IoU falls short: remove the
+    poorest object not made by iCMFormer (one click) and make it with iCMFormer. True at the goal."""
+    while not user.spent:
+        m = user.score(ann.objects)
+        if m.f1 < GOAL_F1 or m.mean_iou >= GOAL_IOU:
+            break
+        poor = [(v, g, lab) for g, lab, v in m.pairs if v < OBJECT_IOU and g not in user.made]
+        if not poor:
+            break
+        _, g, lab = min(poor)
+        ann.objects[ann.objects == lab] = 0  # in the plugin: a negative click on it before Accept
+        user.clicks += 1
+        user.made.add(g)
+        if click_object(ann, predictor, user.instances[g], user):
             return True
     return user.satisfied(ann.objects)
 
@@ -145,7 +172,7 @@ def annotate_one_by_one(predictor, image: np.ndarray, target: MoisTarget) -> Ann
     user = SimulatedUser(target)
     predictor.set_image(image)
     ann = Annotator(target.target.shape)
-    done = one_by_one(ann, predictor, user)
+    done = one_by_one(ann, predictor, user) or redo_poor(ann, predictor, user)
     return _finish(AnnotateAllResult("one-by-one", target.sample, target.category, len(user.instances)),
                    user, ann.objects, done, t0)
 
@@ -158,15 +185,13 @@ def annotate_find_similar(predictor, recaller, image: np.ndarray, target: MoisTa
     predictor.set_image(image)
     ann = Annotator(target.target.shape)
     first = user.order[0]
-    if click_object(ann, predictor, user.instances[first], user):
-        res.exemplar_clicks = user.clicks
-        return _finish(res, user, ann.objects, True, t0)
+    user.made.add(first)
+    done = click_object(ann, predictor, user.instances[first], user)
     res.exemplar_clicks = user.clicks
-    if ann.last_committed and not user.spent:
+    if not done and ann.last_committed and not user.spent:
         done = _recall_phase(ann, recaller, image, user, res)
-        if done:
-            return _finish(res, user, ann.objects, True, t0)
-    return _finish(res, user, ann.objects, one_by_one(ann, predictor, user), t0)
+    done = done or one_by_one(ann, predictor, user) or redo_poor(ann, predictor, user)
+    return _finish(res, user, ann.objects, done, t0)
 
 
 def _recall_phase(ann: Annotator, recaller, image: np.ndarray, user: SimulatedUser,
@@ -178,6 +203,9 @@ def _recall_phase(ann: Annotator, recaller, image: np.ndarray, user: SimulatedUs
     state = with_proposals(ann.objects, rec.proposals())
     first = user.score(state)
     res.f1_find_similar = first.f1
+    if first.f1 < KEEP_PROPOSALS_F1:  # mostly wrong: Clear, and on one by one
+        rec.stop()
+        return False
     exemplar = user.order[0]
     adds_allowed = any(g != exemplar for g, _, _ in first.pairs)
     tried: set[tuple] = set()
@@ -224,8 +252,7 @@ def worst_error(state: np.ndarray, first_proposal: int, user: SimulatedUser, tri
     areas = [int(g.sum()) for g in gts]
     overlaps = [np.unique(state[g], return_counts=True) for g in gts]
     area_l = np.bincount(state.ravel(), minlength=int(state.max()) + 1)
-    score = user.score(state)
-    match = {g: (p, v) for g, p, v in score.pairs}
+    match = {g: (p, v) for g, p, v in user.score(state).pairs}
     matched_labels = {p for p, _ in match.values()}
     inside: dict[int, list[int]] = {}
     for g, (ids, counts) in enumerate(overlaps):
@@ -246,11 +273,6 @@ def worst_error(state: np.ndarray, first_proposal: int, user: SimulatedUser, tri
         elif lab not in matched_labels:
             where = (int(centre[0]) // 4, int(centre[1]) // 4)
             errors.append((area_l[lab], "false", ("remove", where), (("label", lab), False), ()))
-    if score.mean_iou < GOAL_IOU:
-        poor = [(v, g, p) for g, (p, v) in match.items() if p > first_proposal and v < OBJECT_IOU]
-        if poor:
-            v, g, p = min(poor)
-            errors.append(((area_l[p] + areas[g]) * (1 - v), "poor", ("poor", g), (("label", p), False), (g,)))
     if adds_allowed:
         for g, (ids, counts) in enumerate(overlaps):
             if g not in match and counts[ids > 0].sum() < 0.5 * areas[g]:

@@ -67,6 +67,9 @@ class ScriptedRecaller:
         if self.mode == "oracle":
             for i, m in enumerate(self.instances, 1):
                 labels[m] = i
+        elif self.mode == "poor":  # every object found, each too small (IoU 0.67)
+            for i, c in enumerate(CENTRES, 1):
+                labels[disk(c, 5.5, shape=SHAPE)] = i
         elif self.mode in ("faulty", "stubborn"):  # objects 1 + 2 merged, object 5 missed, a false blob
             for i, m in enumerate(self.instances, 1):
                 if i != 6:
@@ -134,6 +137,15 @@ def test_a_merge_the_split_click_cannot_fix_is_removed_for_icmformer():
     # split click (nothing), remove the merge, add the missed object, remove the false blob;
     # accept; iCMFormer makes one of the two merged objects (2 clicks): F1 12 / 13
     assert res.recall_clicks == 4 and res.clicks == 2 + 4 + 2 and res.done and res.objects_right == 6
+
+
+def test_poor_objects_are_redone_with_icmformer_until_the_mean_iou_holds():
+    t = _target()
+    res = annotate_find_similar(TwoClickSois(t.instances), ScriptedRecaller(t.instances, "poor"), _image(), t)
+    # all 7 there (F1 1) at mean IoU (1 + 6 x 0.67) / 7 = 0.72: two are removed (1 click each)
+    # and made with iCMFormer (2 clicks each) -> (3 + 4 x 0.67) / 7 = 0.81
+    assert res.done and res.recall_clicks == 0 and res.clicks == 2 + 2 * 3 and res.mean_iou >= 0.8
+    assert res.f1_find_similar == 1.0 and res.objects_right == 7
 
 
 def test_eval_cli_reports_annotate_all_beside_the_paper_metrics(tmp_path, tiny_checkpoint):
