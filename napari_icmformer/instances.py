@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from skimage.feature import peak_local_max
-from skimage.morphology import local_maxima, reconstruction
+from skimage.morphology import convex_hull_image, local_maxima, reconstruction
 from skimage.segmentation import watershed
 
 from src_models import Click, Clicks
@@ -165,8 +165,10 @@ def separating_gaps(components: np.ndarray) -> np.ndarray:
 
 
 def instance_near(labels: np.ndarray, y: int, x: int, reach: float) -> int:
-    """The label under (y, x), else the nearest one within ``reach`` px (0: none): a network
-    drops the pixels right under a negative click and may keep the rest of that object."""
+    """The label under (y, x), else the nearest one within ``reach`` px whose convex hull holds
+    the point (0: none): a network drops the pixels right under a negative click and may keep
+    the rest of that object around the hole or bite, while a neighbour beside the click (whose
+    hull does not reach it) is another object."""
     if labels[y, x] or reach < 1:
         return int(labels[y, x])
     r = int(np.ceil(reach))
@@ -177,7 +179,12 @@ def instance_near(labels: np.ndarray, y: int, x: int, reach: float) -> int:
         return 0
     d = np.hypot(ys + y0 - y, xs + x0 - x)
     j = int(np.argmin(d))
-    return int(window[ys[j], xs[j]]) if d[j] <= reach else 0
+    lab = int(window[ys[j], xs[j]])
+    if d[j] > reach:
+        return 0
+    box = _padded(ndimage.find_objects(labels, max_label=lab)[lab - 1], labels.shape, pad=r + 1)
+    piece = labels[box] == lab
+    return lab if convex_hull_image(piece)[y - box[0].start, x - box[1].start] else 0
 
 
 def click_instances(mask: np.ndarray, clicks: Clicks, height: float | None, min_area: float,

@@ -204,3 +204,13 @@ def test_local_update_keeps_a_split_cut():
     out = local_update(prev, new, 60, 25)  # a click on the left object
     assert (out[:, 33] == 0).all()  # the cut is kept
     assert (out[pair & (np.arange(SIZE) != 33)[None]] > 0.5).all()
+
+
+def test_a_negative_click_beside_an_object_does_not_remove_it():
+    from napari_icmformer.instances import click_instances  # noqa: PLC0415
+
+    bitten = _disk((30, 30), 10) & ~_disk((30, 37), 3)  # the network dropped the disk under the click
+    neighbour = _disk((30, 70), 10)  # a right object 4 px beside a removed speck's click
+    labels, removed = click_instances(bitten | neighbour, Clicks().add(30, 37, False).add(30, 56, False), 1.0,
+                                      16, reach=5)
+    assert removed[30, 30] and not removed[30, 70] and labels[30, 70] and not labels[30, 30]
