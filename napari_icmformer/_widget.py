@@ -13,12 +13,13 @@ Find similar (iCMFormer++): the exemplar is a committed object (the last one, or
 give); every other object of its kind is proposed in the image's proposals layer. Clicks then
 fix the proposals until Accept commits them as new objects, or Clear (Shift+C) drops them:
 a positive click off the proposals adds the missed object there; a positive click inside a
-proposal that holds several objects splits it, cutting the clicked object out of its neighbours
-(on one right object it usually changes nothing); a negative click removes the whole proposal under it
-(or the nearest within half the exemplar's radius), and it stays removed until a positive click
-on it; proposals smaller than PredictorConfig.recall_min_area (0.15) x the exemplar's
-area are specks and are not shown, unless you click on them. A click changes only the proposals
-under it. Undo steps back through recall clicks and accepts.
+proposal that holds several objects splits it, cutting the clicked object out of its
+neighbours (on one right object it usually changes nothing); a negative click removes the whole
+proposal under it (also when the network only bit a hole where you clicked; a proposal beside
+the click is left alone), and it stays removed until a positive click on it; proposals smaller
+than PredictorConfig.recall_min_area (0.15) x the exemplar's area are specks and are not shown,
+unless you click on them. A click changes only the proposals under it. Undo steps back through
+recall clicks and accepts.
 Predictions run on a napari thread worker; a newer click supersedes a running one.
 """
 
