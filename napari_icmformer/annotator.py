@@ -19,16 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from src_models import Clicks
+from src_models.clicks import on_image
 
 Box = tuple[int, int, int, int]  # y0, x0, y1, x1
 DEFAULT_UNDO_BYTES = 256 * 2**20
-
-
-def on_image(y: float, x: float, shape: tuple[int, int]) -> bool:
-    """The one rule for "this click is on the image": pixel centres at integers, so the image
-    covers [-0.5, H - 0.5) x [-0.5, W - 0.5) (the engine's ``check_clicks`` uses the same)."""
-    h, w = shape
-    return bool(np.isfinite(y) and np.isfinite(x) and -0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5)
 
 
 @dataclass(frozen=True)

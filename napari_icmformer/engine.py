@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from src_models import Clicks, ICMFormer, ImageFeatures, coord_maps
-from src_models.clicks import clicks_to_tensor
+from src_models.clicks import clicks_to_tensor, on_image
 
 from .checkpoints import load_model
 from .image import to_rgb01
@@ -153,7 +153,7 @@ def check_clicks(clicks: Clicks, shape: tuple[int, int]) -> None:
     for c in clicks:
         if not (np.isfinite(c.y) and np.isfinite(c.x)):
             raise ValueError(f"click {c.index} has a non-finite position ({c.y}, {c.x})")
-        if not (-0.5 <= c.y < h - 0.5 and -0.5 <= c.x < w - 0.5):
+        if not on_image(c.y, c.x, (h, w)):
             raise ValueError(f"click {c.index} at (y={c.y:g}, x={c.x:g}) is outside the image of "
                              f"height {h} and width {w}")
 

@@ -23,6 +23,13 @@ class Click:
         return Click((self.y - dy) * sy, (self.x - dx) * sx, self.positive, self.index)
 
 
+def on_image(y: float, x: float, shape: tuple[int, int]) -> bool:
+    """The one rule for "this click is on the image" (engine, annotator, widget): pixel centres
+    are at integers, so an H x W image covers [-0.5, H - 0.5) x [-0.5, W - 0.5)."""
+    h, w = shape
+    return bool(np.isfinite(y) and np.isfinite(x) and -0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5)
+
+
 class Clicks(Sequence[Click]):
     """An ordered, immutable-by-convention list of clicks; ``index`` is the click order."""
 

@@ -123,7 +123,8 @@ def test_ids_come_from_the_shared_source_and_overflow_is_refused():
     click(small, 20, 20)
     with pytest.raises(ValueError, match="does not fit"):
         small.commit()
-    assert small.objects[20, 20] == 0 and not small.can_undo or small.undo() == "click"
+    assert small.objects[20, 20] == 0
+    assert small.undo() == "click" and not small.can_undo  # the refused commit left no undo step
 
 
 class _Result:
@@ -166,3 +167,21 @@ def test_recall_annotator_undo_and_accept_without_qt():
     np.testing.assert_array_equal(ann.objects, before)
     with pytest.raises(ValueError, match="Nothing to accept"):
         rec.accept()
+
+
+def test_the_annotator_and_the_engine_share_one_rule_for_on_the_image():
+    """A click the annotator accepts is one the engine accepts: [-0.5, H - 0.5) per axis."""
+    from napari_icmformer.engine import check_clicks  # noqa: PLC0415
+    from src_models import Clicks  # noqa: PLC0415
+
+    for y, x, inside in ((-0.5, 0.0, True), (-0.51, 0.0, False), (39.49, 49.49, True), (39.5, 3.0, False),
+                         (39.7, 3.0, False), (3.0, 49.6, False), (float("nan"), 1.0, False)):
+        ann = Annotator((40, 50))
+        if inside:
+            ann.add_click(y, x)
+            check_clicks(Clicks().add(y, x), (40, 50))
+        else:
+            with pytest.raises(ValueError, match="outside the image"):
+                ann.add_click(y, x)
+            with pytest.raises(ValueError):
+                check_clicks(Clicks().add(y, x), (40, 50))
