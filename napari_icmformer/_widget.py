@@ -587,7 +587,12 @@ class SegmentationWidget(Container):
         how = f" ({result.tiles} tiles)" if result.tiles > 1 else ""
         if scale < 0.999:
             how += f" — the image was shrunk to {scale:.0%} to fit the model's view; small objects may be missed"
-        self.status.value = f"{n} proposals in {seconds * 1000:.0f} ms{how} · click to fix, then Accept"
+        if n == 0:
+            self.status.value = (f"no other object like the exemplar found ({seconds * 1000:.0f} ms{how}): "
+                                 "click on missed objects to add them, or give a stronger iCMFormer++ "
+                                 "model (the shipped one knows nuclei best)")
+        else:
+            self.status.value = f"{n} proposals in {seconds * 1000:.0f} ms{how} · click to fix, then Accept"
 
     def proposals(self) -> np.ndarray | None:
         """The current proposals (instance labels of the slice), committed objects left out."""
