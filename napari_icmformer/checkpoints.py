@@ -89,7 +89,8 @@ def _torch_load(path: Path) -> Any:
         head = fh.read(4)
     if not head:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the file was not written completely")
-    if not head.startswith((b"PK\x03\x04", b"\x80")):
+    legacy = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # a pickle's PROTO opcode
+    if not (head.startswith(b"PK\x03\x04") or legacy):
         raise CheckpointError(f"{path} is not a checkpoint: neither a PyTorch file (zip archive or legacy "
                               "pickle) nor a .safetensors file")
     try:

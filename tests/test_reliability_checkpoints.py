@@ -2,8 +2,8 @@
 every bad file is a CheckpointError that says what the file is."""
 
 import json
-import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,10 +92,15 @@ def test_nan_weights_are_refused(tmp_path):
 
 def test_random_bytes_are_not_called_pickled_objects(tmp_path):
     path = tmp_path / "random.pt"
-    path.write_bytes(os.urandom(4096))
-    with pytest.raises(CheckpointError) as info:
-        load_model(path)
-    assert "pickled" not in str(info.value) and "not a checkpoint" in str(info.value)
+    rng = np.random.default_rng(0)
+    for first in (None, 0x80):  # also bytes that begin like a pickle (0x80) but are not one
+        data = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        if first is not None:
+            data = bytes([first, 0x99]) + data[2:]
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError) as info:
+            load_model(path)
+        assert "pickled" not in str(info.value) and "not a checkpoint" in str(info.value)
     plain = tmp_path / "plain.pt"
     import pickle  # noqa: PLC0415
 
