@@ -21,7 +21,8 @@ import numpy as np
 from src_models import Clicks
 from src_models.clicks import on_image
 
-Box = tuple[int, int, int, int]  # y0, x0, y1, x1
+from .recall_views import Box, mask_box
+
 DEFAULT_UNDO_BYTES = 256 * 2**20
 
 
@@ -45,7 +46,7 @@ class PackedArray:
     def pack(cls, array: np.ndarray | None) -> "PackedArray | None":
         if array is None:
             return None
-        box = _bbox(array != 0)
+        box = mask_box(array != 0)
         crop = None if box is None else array[box[0]:box[2], box[1]:box[3]].copy()
         return cls(array.shape, array.dtype, box, crop)
 
@@ -74,15 +75,6 @@ class _Snapshot:
     def nbytes(self) -> int:
         prob = self.prob.nbytes if isinstance(self.prob, PackedArray) else 0
         return prob + (0 if self.labels is None else int(self.labels.nbytes))
-
-
-def _bbox(mask: np.ndarray) -> Box | None:
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    if not rows.any():
-        return None
-    y0, y1 = np.nonzero(rows)[0][[0, -1]]
-    x0, x1 = np.nonzero(cols)[0][[0, -1]]
-    return int(y0), int(x0), int(y1) + 1, int(x1) + 1
 
 
 class UndoHistory:
@@ -191,7 +183,7 @@ class Annotator:
         mask = self.current_mask
         if not overwrite:
             mask = mask & (self.objects == 0)
-        box = _bbox(mask)
+        box = mask_box(mask)
         if box is None:
             return 0
         new_id = self.next_id()
@@ -213,7 +205,7 @@ class Annotator:
         if instances.shape != self.shape:
             raise ValueError(f"instances shape {instances.shape} does not match the image {self.shape}")
         free = instances > 0 if overwrite else (instances > 0) & (self.objects == 0)
-        box = _bbox(free)
+        box = mask_box(free)
         if box is None:
             return []
         y0, x0, y1, x1 = box

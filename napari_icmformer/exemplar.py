@@ -46,7 +46,7 @@ from .instances import (
     split_instances,
     split_off_click,
 )
-from .recall_views import Box, RecallLayout, blend_weights, plan_layout
+from .recall_views import RecallLayout, blend_weights, mask_box, plan_layout
 from .weights import default_checkpoint
 
 __all__ = ["ExemplarPredictor", "RecallResult", "extended_maxima", "local_update", "split_height",
@@ -179,7 +179,7 @@ class ExemplarPredictor:
             first = first_eval_click(mask)
             clicks = clicks.add(first.y, first.x, True)
         self._exemplar, self._tiles, self._tile_probs = (mask, clicks), [], {}
-        layout = plan_layout((h, w), self.size, _bbox(mask), self.config.recall_tiling)
+        layout = plan_layout((h, w), self.size, mask_box(mask), self.config.recall_tiling)
         if self._layout is None or layout.grid != self._layout.grid:
             self._layout_image = None
         self._layout = layout
@@ -362,6 +362,3 @@ def _digest(prob: np.ndarray, clicks: Clicks, *settings: float) -> bytes:
     return h.digest()
 
 
-def _bbox(mask: np.ndarray) -> Box:
-    ys, xs = np.nonzero(mask)
-    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1

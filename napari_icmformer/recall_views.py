@@ -19,6 +19,16 @@ import numpy as np
 Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
 
 
+def mask_box(mask: np.ndarray) -> Box | None:
+    """The bounding box of a 2-D mask's True pixels; None when it has none."""
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    if not rows.any():
+        return None
+    y0, y1 = np.nonzero(rows)[0][[0, -1]]
+    x0, x1 = np.nonzero(cols)[0][[0, -1]]
+    return int(y0), int(x0), int(y1) + 1, int(x1) + 1
+
+
 @dataclass(frozen=True)
 class TilingConfig:
     """When and how to tile (part of :class:`~napari_icmformer.engine.PredictorConfig`)."""

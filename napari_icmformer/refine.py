@@ -21,6 +21,8 @@ from scipy import ndimage
 
 from src_models import Clicks
 
+from .recall_views import mask_box
+
 HARD = 1e9  # capacity of a hard constraint
 
 
@@ -136,8 +138,8 @@ def _graphcut(image: np.ndarray, prob: np.ndarray, clicks: Clicks, threshold: fl
     if config.pairwise == 0:
         return (net | pos) & ~neg
     # the region the cut can touch: the band around the network's object, and the click disks
-    region = _bbox(pos | neg)
-    box = _bbox(net)
+    region = mask_box(pos | neg)
+    box = mask_box(net)
     if box is not None:
         m = int(math.ceil(band_px)) + 2
         grown = (max(0, box[0] - m), max(0, box[1] - m), min(h, box[2] + m), min(w, box[3] + m))
@@ -234,10 +236,3 @@ def _min_cut(image: np.ndarray, prob: np.ndarray, net: np.ndarray, free: np.ndar
     return out.reshape(h, w)
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    if not rows.any():
-        return None
-    y0, y1 = np.nonzero(rows)[0][[0, -1]]
-    x0, x1 = np.nonzero(cols)[0][[0, -1]]
-    return int(y0), int(x0), int(y1) + 1, int(x1) + 1

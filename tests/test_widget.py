@@ -22,6 +22,25 @@ def widget(make_napari_viewer, tiny_checkpoint):
     return viewer, w
 
 
+@pytest.fixture
+def pp_widget(make_napari_viewer, tiny_checkpoint, tmp_path):
+    """A viewer with one image and a widget on the tiny iCMFormer / iCMFormer++ models."""
+    from napari_icmformer._widget import SegmentationWidget  # noqa: PLC0415
+    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
+    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
+
+    def make(image: np.ndarray, name: str):
+        viewer = make_napari_viewer()
+        viewer.add_image(image, name=name)
+        w = SegmentationWidget(viewer)
+        w.checkpoint.value = tiny_checkpoint
+        w.device.value = "cpu"
+        w.mois_checkpoint.value = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+        return viewer, w
+
+    return make
+
+
 def _wait(qtbot, widget):
     qtbot.waitUntil(lambda: widget.pending == 0, timeout=60000)
 
@@ -334,17 +353,8 @@ def test_find_similar_accept_and_undo(widget, qtbot, tmp_path):
     np.testing.assert_array_equal(objects.data, before)
 
 
-def test_proposals_wait_on_their_slice(make_napari_viewer, tiny_checkpoint, qtbot, tmp_path):
-    from napari_icmformer._widget import SegmentationWidget  # noqa: PLC0415
-    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
-    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
-
-    viewer = make_napari_viewer()
-    viewer.add_image(np.stack([data.coins()] * 2), name="stack")
-    w = SegmentationWidget(viewer)
-    w.checkpoint.value = tiny_checkpoint
-    w.mois_checkpoint.value = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
-    w.device.value = "cpu"
+def test_proposals_wait_on_their_slice(pp_widget, qtbot):
+    viewer, w = pp_widget(np.stack([data.coins()] * 2), "stack")
     _known_mask(w, (30, 25, 70, 65))
     assert w.commit() == 1
     assert w.find_similar() is not None
@@ -368,19 +378,11 @@ def test_find_similar_runs_on_the_shipped_default(widget, qtbot):
     assert not (props[w.layer("objects").data > 0]).any()  # never on committed objects
 
 
-def test_find_similar_tiles_a_large_image(make_napari_viewer, tiny_checkpoint, qtbot, tmp_path):
-    from napari_icmformer._widget import SegmentationWidget  # noqa: PLC0415
-    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
+def test_find_similar_tiles_a_large_image(pp_widget, qtbot):
     from napari_icmformer.recall_views import TilingConfig, plan_layout  # noqa: PLC0415
-    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
 
-    viewer = make_napari_viewer()
     image = np.tile(data.coins(), (2, 2))  # 606 x 768: larger than the 448 px recall view
-    viewer.add_image(image, name="coins x4")
-    w = SegmentationWidget(viewer)
-    w.checkpoint.value = tiny_checkpoint
-    w.device.value = "cpu"
-    w.mois_checkpoint.value = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+    viewer, w = pp_widget(image, "coins x4")
     _known_mask(w, (30, 22, 75, 66))
     assert w.commit() == 1
     assert w.find_similar() is not None
@@ -403,19 +405,10 @@ def test_find_similar_tiles_a_large_image(make_napari_viewer, tiny_checkpoint, q
     assert w.layer("proposals").data.shape == image.shape
 
 
-def test_find_similar_says_when_it_shrinks_the_image(make_napari_viewer, tiny_checkpoint, qtbot, tmp_path):
-    from napari_icmformer._widget import SegmentationWidget  # noqa: PLC0415
-    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
-    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
-
-    viewer = make_napari_viewer()
+def test_find_similar_says_when_it_shrinks_the_image(pp_widget, qtbot):
     image = np.zeros((900, 900), np.uint8)
     image[100:500, 100:500] = 200  # an exemplar big enough that its patch cannot be pasted: squeezed
-    viewer.add_image(image, name="big")
-    w = SegmentationWidget(viewer)
-    w.checkpoint.value = tiny_checkpoint
-    w.device.value = "cpu"
-    w.mois_checkpoint.value = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+    viewer, w = pp_widget(image, "big")
     _known_mask(w, (100, 100, 500, 500))
     assert w.commit() == 1
     assert w.find_similar() is not None
