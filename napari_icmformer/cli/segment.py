@@ -19,7 +19,7 @@ from src_models import Clicks
 
 from ..checkpoints import CheckpointError
 from ..engine import Predictor, PredictorConfig
-from ..image import to_rgb01
+from ..image import read_image_file, to_rgb01
 from ..overlay import render_overlay
 from ._args import OneLineParser, fail, float_in, output_folder
 
@@ -46,10 +46,8 @@ def load_image(spec: str) -> np.ndarray:
     if path.is_dir():
         raise ValueError(f"image {spec!r} is a folder, not an image file")
     if path.is_file():
-        from skimage import io  # noqa: PLC0415
-
         try:
-            return io.imread(path)
+            return read_image_file(path)
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"cannot read image {path}: {exc}") from exc
     if spec not in SAMPLE_IMAGES:
