@@ -46,7 +46,14 @@ from .instances import (
     split_instances,
     split_off_click,
 )
-from .recall_views import RecallLayout, blend_weights, mask_box, plan_layout
+from .recall_views import (
+    RecallLayout,
+    blend_weights,
+    carried_layout,
+    exemplar_patch_box,
+    mask_box,
+    plan_layout,
+)
 from .weights import default_checkpoint
 
 __all__ = ["ExemplarPredictor", "RecallResult", "extended_maxima", "local_update", "split_height",
@@ -110,6 +117,7 @@ class ExemplarPredictor:
         self._exemplar: tuple[np.ndarray, Clicks] | None = None
         self._tiles: list[_ExemplarTile] = []
         self._tile_probs: dict[int, tuple[bytes, np.ndarray]] = {}  # tile → (input digest, prob)
+        self._carried: _CarriedPatch | None = None  # an exemplar from another image (set_exemplar_from)
         self.last_recall_clicks = Clicks()  # what the recall branch saw last (user + true negatives)
         self.stats = {"image_encodes": 0, "exemplar_encodes": 0, "decodes": 0}
 
@@ -134,6 +142,7 @@ class ExemplarPredictor:
         self._shape = (int(self._rgb.shape[2]), int(self._rgb.shape[3]))
         self._layout, self._layout_image, self._recall_feats = None, None, {}
         self._exemplar, self._tiles, self._tile_probs = None, [], {}
+        self._carried = None
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -165,19 +174,8 @@ class ExemplarPredictor:
         if key is not None and key == self._exemplar_key and self._exemplar is not None:
             return
         h, w = self.image_shape
-        mask = np.asarray(mask)
-        if mask.shape != (h, w):
-            raise ValueError(f"exemplar mask shape {mask.shape} does not match the image {(h, w)}")
-        mask = mask.astype(bool)
-        if not mask.any():
-            raise ValueError("the exemplar mask is empty: segment and commit an object first")
-        if mask.all():
-            raise ValueError("the exemplar mask covers the whole image: it cannot be one object")
-        clicks = clicks if clicks is not None else Clicks()
-        check_clicks(clicks, (h, w))
-        if not clicks.positives:  # e.g. a hand-painted exemplar: its first click, as a user would
-            first = first_eval_click(mask)
-            clicks = clicks.add(first.y, first.x, True)
+        self._carried = None
+        mask, clicks = _checked_exemplar(mask, clicks, (h, w), "the image")
         self._exemplar, self._tiles, self._tile_probs = (mask, clicks), [], {}
         layout = plan_layout((h, w), self.size, mask_box(mask), self.config.recall_tiling)
         if self._layout is None or layout.grid != self._layout.grid:
@@ -216,6 +214,8 @@ class ExemplarPredictor:
         does not hold it) and the blend weights (~0 over a pasted patch)."""
         if self._tiles:
             return self._tiles
+        if self._carried is not None:
+            return self._carried_tiles()
         lay, v = self.layout, self.size
         mask, clicks = self._exemplar
         ex_prob, ex_clicks = self._to_layout(mask), self._layout_clicks(clicks)
@@ -239,6 +239,66 @@ class ExemplarPredictor:
             self._tiles.append(_ExemplarTile(origin, image, maps, w))
         return self._tiles
 
+    def set_exemplar_from(self, image: object, mask: np.ndarray, clicks: Clicks | None = None,
+                          key: object | None = None) -> None:
+        """An exemplar from another image or slice (carried forward to this one): ``image`` is
+        the exemplar's own image, ``mask`` and ``clicks`` are on it. The recall branch sees this
+        image; the exemplar branch sees each view of it with the exemplar's patch, cut from its
+        own image at this image's layout scale (same pixel size assumed), pasted into a corner
+        — as a tile that does not hold a same-image exemplar does. Its clicks are not fed to
+        the recall branch (they are not on this image). ``key`` names it, as in set_exemplar."""
+        if key is not None and key == self._exemplar_key and self._carried is not None:
+            return
+        h, w = self.image_shape
+        rgb = to_rgb01(image)
+        mask, clicks = _checked_exemplar(mask, clicks, rgb.shape[:2], "its image")
+        box = mask_box(mask)
+        by0, bx0, by1, bx1 = box
+        # the layout of this image for an object of the exemplar's size (placed at the origin)
+        proxy = (0, 0, min(h, by1 - by0), min(w, bx1 - bx0))
+        plain = plan_layout((h, w), self.size, proxy, self.config.recall_tiling)
+        pb = exemplar_patch_box(box, mask.shape)
+        sy, sx = plain.scale
+        ph, pw = max(1, round((pb[2] - pb[0]) * sy)), max(1, round((pb[3] - pb[1]) * sx))
+        shrink = min(1.0, (self.size // 2) / max(ph, pw))  # a large exemplar: smaller, but pasted
+        ph, pw = max(1, int(ph * shrink)), max(1, int(pw * shrink))
+        layout = carried_layout(plain, (ph, pw))
+        crop = torch.from_numpy(np.ascontiguousarray(rgb[pb[0]:pb[2], pb[1]:pb[3]])).permute(2, 0, 1)[None]
+        patch = F.interpolate(crop, size=(ph, pw), mode="bilinear", align_corners=False, antialias=True)
+        mcrop = torch.from_numpy(mask[pb[0]:pb[2], pb[1]:pb[3]].astype(np.float32))[None, None]
+        pmask = F.interpolate(mcrop, size=(ph, pw), mode="bilinear", align_corners=False)
+        fy, fx = ph / (pb[2] - pb[0]), pw / (pb[3] - pb[1])
+        pclicks = clicks.map(fy, fx, pb[0] - 0.5 + 0.5 / fy, pb[1] - 0.5 + 0.5 / fx)
+        pclicks = Clicks(c for c in pclicks if -0.5 <= c.y < ph - 0.5 and -0.5 <= c.x < pw - 0.5)
+        self._exemplar, self._tiles, self._tile_probs = (mask, Clicks()), [], {}  # no exemplar clicks here
+        if self._layout is None or layout.grid != self._layout.grid:
+            self._layout_image = None
+        self._layout = layout
+        self._carried = _CarriedPatch(patch.to(self.device), pmask.to(self.device), pclicks)
+        self._split_height = split_height(mask, self.config.split_h_per_radius)
+        self._exemplar_area = float(np.count_nonzero(mask))
+        self._negative_reach = max(2.0, 0.5 * float(np.sqrt(self._exemplar_area / np.pi)))
+        self._shown = None
+        self._exemplar_key = key
+
+    def _carried_tiles(self) -> list["_ExemplarTile"]:
+        """Every tile with the carried exemplar's patch pasted at its corner (see carried_layout)."""
+        lay, v, c = self.layout, self.size, self._carried
+        ph, pw = c.image.shape[2:]
+        weights = blend_weights(v, self.config.recall_tiling.overlap // 2) if len(set(lay.origins)) > 1 \
+            else np.ones((v, v), np.float32)
+        for origin, (cy, cx) in zip(lay.origins, lay.pastes, strict=True):
+            image = self._tile_image(origin).clone()
+            image[:, :, cy:cy + ph, cx:cx + pw] = c.image
+            patch = torch.zeros((1, 1, v, v), dtype=torch.float32, device=self.device)
+            patch[:, :, cy:cy + ph, cx:cx + pw] = c.mask
+            maps = coord_maps(clicks_to_tensor(c.clicks.map(1, 1, -cy, -cx), self.device), patch, (v, v),
+                              self.model.cfg.click_radius)
+            w = weights.copy()
+            w[cy:cy + ph, cx:cx + pw] *= 1e-4
+            self._tiles.append(_ExemplarTile(origin, image, maps, w))
+        return self._tiles
+
     @torch.no_grad()
     def _exemplar_features(self, tile: "_ExemplarTile") -> ExemplarFeatures:
         if tile.features is None:
@@ -250,6 +310,7 @@ class ExemplarPredictor:
     @torch.no_grad()
     def _recall_image_features(self, index: int, origin: tuple[int, int]):
         grid = self.layout.grid
+        index = self.layout.origins.index(origin)  # a carried layout sees some tiles twice: one encode
         if grid not in self._recall_feats:
             while len(self._recall_feats) >= 2:  # e.g. the squeezed view and one tiling; not every grid
                 self._recall_feats.pop(next(iter(self._recall_feats)))
@@ -348,12 +409,39 @@ class ExemplarPredictor:
 
 
 @dataclass
+class _CarriedPatch:
+    image: torch.Tensor  # (1, 3, ph, pw) the exemplar's patch at this image's layout scale
+    mask: torch.Tensor  # (1, 1, ph, pw)
+    clicks: Clicks  # the exemplar's clicks in patch pixels
+
+
+@dataclass
 class _ExemplarTile:
     origin: tuple[int, int]
     image: torch.Tensor  # (1, 3, v, v) what the exemplar branch sees
     maps: torch.Tensor  # (1, 3, v, v) exemplar mask + its clicks in this tile
     weights: np.ndarray  # (v, v) blend weights
     features: ExemplarFeatures | None = None
+
+
+def _checked_exemplar(mask: np.ndarray, clicks: Clicks | None, shape: tuple[int, int],
+                      what: str) -> tuple[np.ndarray, Clicks]:
+    """A boolean exemplar mask of ``shape`` that is one object, and its clicks (its first click
+    added when none is positive, e.g. a hand-painted exemplar, as a user would click)."""
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"exemplar mask shape {mask.shape} does not match {what} {tuple(shape)}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError("the exemplar mask is empty: segment and commit an object first")
+    if mask.all():
+        raise ValueError("the exemplar mask covers the whole image: it cannot be one object")
+    clicks = clicks if clicks is not None else Clicks()
+    check_clicks(clicks, tuple(shape))
+    if not clicks.positives:
+        first = first_eval_click(mask)
+        clicks = clicks.add(first.y, first.x, True)
+    return mask, clicks
 
 
 def _digest(prob: np.ndarray, clicks: Clicks, *settings: float) -> bytes:

@@ -195,3 +195,24 @@ def blend_weights(view: int, ramp: int) -> np.ndarray:
     r = np.minimum(np.arange(view) + 1, view - np.arange(view)).astype(np.float32)
     r = np.minimum(r / max(1, ramp), 1.0)
     return np.outer(r, r)
+
+
+def carried_layout(layout: RecallLayout, patch_shape: tuple[int, int]) -> RecallLayout:
+    """``layout`` for an exemplar from another image (carried forward): no tile holds it, so
+    every tile gets its patch (``patch_shape`` layout pixels, at most half a view per side) pasted
+    into the corner facing the layout centre. Where that leaves pixels seen only under a patch
+    (one view, a single row or column), each tile is seen twice, pasted at opposite corners, so
+    the blend always has a clean view of every pixel. ``patch`` is (0, 0, ph, pw): the patch
+    image itself, not a box of this image."""
+    v = layout.view
+    ph, pw = patch_shape
+    if not (0 < ph <= v // 2 and 0 < pw <= v // 2):
+        raise ValueError(f"a carried exemplar patch of {patch_shape} px does not fit half a {v} px view")
+    patch = (0, 0, ph, pw)
+    pastes = tuple(_paste_corner(o, v, layout.padded, (ph, pw)) for o in layout.origins)
+    out = RecallLayout(layout.scale, layout.shape, layout.padded, v, layout.origins, layout.squeezed, patch, pastes)
+    if clean_coverage(out)[: out.shape[0], : out.shape[1]].min() >= 1:
+        return out
+    opposite = tuple((v - ph - cy, v - pw - cx) for cy, cx in pastes)
+    return RecallLayout(layout.scale, layout.shape, layout.padded, v, layout.origins * 2, layout.squeezed, patch,
+                        pastes + opposite)
