@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--pairwise", type=float, nargs="+", default=[2.0])
     p.add_argument("--band", type=float, nargs="+", default=[0.25])
     p.add_argument("--click-radius", type=float, nargs="+", default=[3.0])
+    p.add_argument("--color", type=float, nargs="+", default=[0.0],
+                   help="weight(s) of the colour model in the unary term (GraphCutConfig.color)")
     p.add_argument("--feedback", nargs="+", default=["network"], choices=["network", "refined"])
     p.add_argument("--parts", nargs="+", default=["clicked"], choices=["clicked", "all"],
                    help="clicked: drop parts without a positive click (GraphCutConfig.drop_unclicked_parts)")
@@ -46,11 +48,12 @@ def main() -> None:
     configs: list[tuple[str, PredictorConfig]] = []
     if not args.no_baseline:
         configs.append(("none", PredictorConfig(device="cpu", refine="none")))
-    for lam, band, radius, fb, parts in itertools.product(args.pairwise, args.band, args.click_radius,
-                                                          args.feedback, args.parts):
+    for lam, band, radius, fb, parts, colour in itertools.product(args.pairwise, args.band, args.click_radius,
+                                                                  args.feedback, args.parts, args.color):
         gc = GraphCutConfig(pairwise=lam, band=band, click_radius=radius, feedback=fb,
-                            drop_unclicked_parts=parts == "clicked")
-        configs.append((f"graphcut pairwise={lam:g} band={band:g} r={radius:g} feedback={fb} parts={parts}",
+                            drop_unclicked_parts=parts == "clicked", color=colour)
+        configs.append((f"graphcut pairwise={lam:g} band={band:g} color={colour:g} r={radius:g} feedback={fb} "
+                        f"parts={parts}",
                         PredictorConfig(device="cpu", graphcut=gc)))
     k = args.max_clicks
     print(f"{len(objects)} objects from {args.datasets}, {k} clicks")

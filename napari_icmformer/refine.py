@@ -54,9 +54,16 @@ class GraphCutConfig:
     # which mask the network sees as its previous mask at the next click: "network" = its own
     # probability, "refined" = the graph-cut result
     feedback: str = "refined"
+    # weight of a colour model in the unary term (GrabCut's idea, Rother et al. 2004): smoothed
+    # colour histograms of the object and of its surroundings, learnt from the pixels the
+    # network is sure of (outside the free band) and the click disks; its log-likelihood ratio
+    # is added to the network's log-odds. 0 = the network alone decides the unary
+    color: float = 0.0
+    # histogram bins per channel of the colour model
+    color_bins: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("pairwise", "band", "click_radius"):
+        for name in ("pairwise", "band", "click_radius", "color"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"GraphCutConfig.{name} must be a finite number >= 0, got {v!r}")
@@ -67,6 +74,8 @@ class GraphCutConfig:
             raise ValueError(f"GraphCutConfig.resolution must be a finite number > 0, got {self.resolution!r}")
         if not (isinstance(self.max_pixels, int) and self.max_pixels >= 64):
             raise ValueError(f"GraphCutConfig.max_pixels must be an integer >= 64, got {self.max_pixels!r}")
+        if not (isinstance(self.color_bins, int) and 2 <= self.color_bins <= 64):
+            raise ValueError(f"GraphCutConfig.color_bins must be an integer in [2, 64], got {self.color_bins!r}")
         if self.feedback not in ("network", "refined"):
             raise ValueError(f"GraphCutConfig.feedback must be 'network' or 'refined', got {self.feedback!r}")
 
@@ -170,14 +179,46 @@ def _graphcut(image: np.ndarray, prob: np.ndarray, clicks: Clicks, threshold: fl
     boundary |= ndimage.binary_dilation(crop) & ~crop
     free = ndimage.distance_transform_edt(~boundary) <= band_px if boundary.any() else np.zeros_like(crop)
     free |= pos[sl] | neg[sl]  # clicks far from the network's object still get their disk
-    obj = _min_cut(image[sl], prob[sl], crop, free, pos[sl], neg[sl], threshold, config.pairwise)
+    colour_llr = None
+    if config.color > 0:
+        colour_llr = config.color * colour_log_ratio(image[sl], crop, free, pos[sl], neg[sl], config.color_bins)
+    obj = _min_cut(image[sl], prob[sl], crop, free, pos[sl], neg[sl], threshold, config.pairwise, colour_llr)
     out = net.copy()
     out[sl] = obj
     return (out | pos) & ~neg
 
 
+def colour_log_ratio(image: np.ndarray, net: np.ndarray, free: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+                     bins: int) -> np.ndarray:
+    """log p(colour | object) - log p(colour | background) per pixel, (H, W) float.
+
+    The two models are colour histograms (``bins`` per channel, smoothed over neighbouring
+    bins so that unseen shades borrow from their neighbours) of the pixels the network is sure
+    of — outside the free band — plus the click disks, which are the user's word. Clipped to
+    +-4 so that colour alone never outvotes a confident network."""
+    q = np.clip((image.reshape(-1, image.shape[-1]) * bins).astype(np.int64), 0, bins - 1)
+    if q.shape[1] == 1:
+        q = np.repeat(q, 3, axis=1)
+    code = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+    sure = ~free.ravel()
+    fg = (sure & net.ravel()) | pos.ravel()
+    bg = (sure & ~net.ravel()) | neg.ravel()
+    if fg.sum() < 16 or bg.sum() < 16:  # too few sure pixels of one side: no colour evidence
+        return np.zeros(net.shape, np.float32)
+    n = bins ** 3
+
+    def density(sel: np.ndarray) -> np.ndarray:
+        hist = np.bincount(code[sel], minlength=n).astype(np.float64).reshape(bins, bins, bins)
+        hist = ndimage.gaussian_filter(hist, 1.0, mode="constant")
+        return (hist + 1e-3) / (hist.sum() + 1e-3 * n)
+
+    llr = np.log(density(fg)) - np.log(density(bg))
+    return np.clip(llr.ravel()[code], -4.0, 4.0).reshape(net.shape).astype(np.float32)
+
+
 def _min_cut(image: np.ndarray, prob: np.ndarray, net: np.ndarray, free: np.ndarray, pos: np.ndarray,
-             neg: np.ndarray, threshold: float, pairwise: float) -> np.ndarray:
+             neg: np.ndarray, threshold: float, pairwise: float,
+             colour_llr: np.ndarray | None = None) -> np.ndarray:
     """PyMaxflow min-cut over the free pixels only: unary = the network's log-odds against the
     threshold, pairwise = contrast-sensitive 8-connected (GrabCut's exp(-beta |dI|^2) / dist,
     beta from the band's own contrast); a fixed neighbour (outside ``free``, keeping the
@@ -193,6 +234,8 @@ def _min_cut(image: np.ndarray, prob: np.ndarray, net: np.ndarray, free: np.ndar
     p = np.clip(prob.ravel()[flat].astype(np.float64), 1e-4, 1 - 1e-4)
     t = min(max(threshold, 1e-4), 1 - 1e-4)
     logit = np.log(p / (1 - p)) - math.log(t / (1 - t))  # > 0: the network says object
+    if colour_llr is not None:
+        logit = logit + colour_llr.ravel()[flat]
     ys, xs = np.divmod(flat, w)
     net_flat = net.ravel()
     pairs = []  # (free pixel k, neighbour pixel q, 1 / distance) for all 8 neighbours

@@ -33,6 +33,31 @@ def test_cut_follows_the_image_edge():
     assert iou(cut, gt) > 0.95
 
 
+def test_colour_model_recovers_a_part_the_network_missed():
+    """A red disk on a textured blue-grey background: the network's probability covers only the
+    disk's left two thirds, with a smooth (edge-free) fall-off. The pairwise term alone cannot
+    move the boundary across the uniform red; the colour model, learnt from the sure pixels,
+    pulls the rest of the disk in and stops at the red/blue edge."""
+    rng = np.random.default_rng(1)
+    size = 96
+    yy, xx = np.mgrid[:size, :size]
+    gt = (yy - 48) ** 2 + (xx - 48) ** 2 <= 24 ** 2
+    image = np.empty((size, size, 3), np.float32)
+    image[..., 0] = np.where(gt, 0.85, 0.2)
+    image[..., 1] = np.where(gt, 0.15, 0.3)
+    image[..., 2] = np.where(gt, 0.15, 0.7)
+    image += rng.normal(0, 0.03, image.shape).astype(np.float32)
+    image = np.clip(image, 0, 1)
+    prob = (1 / (1 + np.exp((xx - 56) / 3.0))) * gt + 0.02 * ~gt  # the right third is missed
+    prob = prob.astype(np.float32)
+    clicks = Clicks().add(48, 40)
+    plain = graphcut_refine(image, prob, clicks, 0.49, GraphCutConfig(pairwise=3.0, band=16))
+    coloured = graphcut_refine(image, prob, clicks, 0.49, GraphCutConfig(pairwise=3.0, band=16, color=1.0))
+    assert iou(coloured, gt) > iou(plain, gt) + 0.05
+    assert iou(coloured, gt) > 0.95
+    assert not coloured[~gt & ((yy - 48) ** 2 + (xx - 48) ** 2 > 28 ** 2)].any()  # stops at the edge
+
+
 def test_clicks_are_hard_constraints_even_against_the_network():
     image, prob, gt = _square_scene()
     # a positive click where the network says 'background', a negative one deep inside its object
@@ -46,7 +71,8 @@ def test_clicks_are_hard_constraints_even_against_the_network():
 
 @pytest.mark.parametrize("bad", [dict(pairwise=-1.0), dict(pairwise=float("nan")), dict(band=float("inf")),
                                  dict(click_radius=-2.0), dict(max_pixels=0), dict(feedback="both"),
-                                 dict(band_min_px=-1)])
+                                 dict(band_min_px=-1), dict(color=-0.5), dict(color=float("nan")),
+                                 dict(color_bins=1), dict(color_bins=256)])
 def test_bad_weights_are_refused(bad):
     with pytest.raises(ValueError, match="GraphCutConfig"):
         GraphCutConfig(**bad)
