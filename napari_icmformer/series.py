@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .autosave import SeriesStore
+from .image import read_image_file as _read
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -45,27 +46,17 @@ def list_images(source: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def read_image_file(path: str | Path) -> np.ndarray:
-    """The image as stored: 8/16-bit and float kept, a tif stack stays a stack, palette images
-    become RGB. One clear error for a file that is not an image."""
+    """The image as stored, as napari opens it (``image.read_image_file``: a tif stack stays a
+    stack, 16-bit stays 16-bit); one clear error for a file that is not an image."""
     path = Path(path)
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile  # noqa: PLC0415
-
-            data = np.asarray(tifffile.imread(path))
-        else:
-            from PIL import Image  # noqa: PLC0415
-
-            with Image.open(path) as opened:
-                im = opened.convert("RGBA" if "A" in opened.mode else "RGB") \
-                    if opened.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1") else opened
-                data = np.asarray(im)
+        data = np.asarray(_read(path))
     except FileNotFoundError:
         raise SeriesError(f"image file not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow / tifffile raise many types for bad files
+    except Exception as exc:  # noqa: BLE001 - the readers raise many types for bad files
         raise SeriesError(f"cannot read image {path}: {exc}") from exc
-    if data.ndim < 2 or data.size == 0:
-        raise SeriesError(f"{path} is not a 2-D image (shape {data.shape})")
+    if data.ndim < 2 or data.size == 0 or not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+        raise SeriesError(f"{path} is not a 2-D image (shape {data.shape}, {data.dtype})")
     return data
 
 
