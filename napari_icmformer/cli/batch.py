@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..autosave import AutosaveError, atomic_write_bytes, label_bytes
+from ..carry import CarriedExemplar, recall_each, stack_planes
 from ..checkpoints import CheckpointError
 from ..engine import PredictorConfig
 from ..export import CocoExportError, coco_to_labels, labels_to_coco
@@ -127,19 +128,12 @@ def plan_outputs(inputs: list[Path], out: Path, fmt: str, overwrite: bool) -> li
     return targets
 
 
-def propose(recaller, image: np.ndarray, path: Path, ex_image: np.ndarray, ex_mask: np.ndarray,
-            ex_path: Path) -> np.ndarray:
+def propose(recaller, image: np.ndarray, path: Path, exemplar: CarriedExemplar) -> np.ndarray:
     """Proposals (instance labels) for one image or every slice of a stack."""
     shape = spatial_shape(image)
-    own = path.resolve() == ex_path.resolve()
     out = np.zeros(shape, np.int32)
-    for idx in np.ndindex(*shape[:-2]) if len(shape) > 2 else [()]:
-        recaller.set_image(image[idx] if idx else image)
-        if own and not idx:
-            recaller.set_exemplar(ex_mask)
-        else:
-            recaller.set_exemplar_from(ex_image, ex_mask)
-        out[idx] = recaller.recall().instances
+    for (_, idx), result, _ in recall_each(recaller, stack_planes(image, shape[:-2], str(path.resolve())), exemplar):
+        out[idx] = result.instances
     return out
 
 
@@ -149,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = list_images(args.inputs[0]) if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() \
             else list_images(args.inputs)
         ex_image, ex_mask = load_exemplar(args)
+        exemplar = CarriedExemplar(ex_image, ex_mask, None, (str(args.exemplar_image.resolve()), ()),
+                                   args.exemplar_image.name)
         output_folder(args.out)
         targets = plan_outputs(inputs, args.out, args.format, args.overwrite)
         from ..exemplar import ExemplarPredictor  # noqa: PLC0415 - torch only once the arguments are right
@@ -162,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, target in tqdm(list(zip(inputs, targets, strict=True)), desc=PROG, unit="image",
                                  dynamic_ncols=True):
             try:
-                labels = propose(recaller, read_image_file(path), path, ex_image, ex_mask, args.exemplar_image)
+                labels = propose(recaller, read_image_file(path), path, exemplar)
                 data = label_bytes(labels) if args.format == "tif" else \
                     json.dumps(labels_to_coco(labels, name=path.name)).encode()
                 atomic_write_bytes(target, data)
