@@ -186,3 +186,102 @@ def test_eval_out_onto_a_file_fails_first(tmp_path, capsys):
     assert eval_main(["--datasets", str(root), "--method", "random-walker", "--out", str(tmp_path / "res")]) == 2
     assert "is a file" in _one_error_line(capsys, "icmformer-eval")
     assert (tmp_path / "res").read_text() == "keep me"
+
+
+def test_sois_ctrl_c_keeps_the_finished_objects(tmp_path, capsys, monkeypatch):
+    from napari_icmformer.baselines import RandomWalkerMethod  # noqa: PLC0415
+
+    root = tmp_path / "Toy"
+    _toy_dataset(root, broken=-1)
+    calls = {"n": 0}
+    original = RandomWalkerMethod.set_image
+
+    def set_image(self, image):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        original(self, image)
+
+    monkeypatch.setattr(RandomWalkerMethod, "set_image", set_image)
+    out = tmp_path / "res"
+    rc = eval_main(["--datasets", str(root), "--method", "random-walker", "--max-clicks", "2", "--out", str(out)])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    data = json.loads((out / "per_object.json").read_text())
+    assert data["interrupted"] and sorted(o["sample"] for o in data["objects"]) == ["s0", "s1"]
+
+
+# -- icmformer-eval --task mois (issue 16 a): one bad image never costs the finished ones -----
+def _nuclei(root, n=3, broken=(), bad_label=()):
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    for i in range(n):
+        lab = np.zeros((64, 64), np.uint16)
+        for k, (cy, cx) in enumerate(((15, 15), (20, 45), (45, 30 + i)), start=1):
+            lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 49] = k
+        img = np.where(lab[..., None] > 0, 200, 30).astype(np.uint8).repeat(3, -1)
+        if i in broken:
+            (root / "images" / f"n{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+        else:
+            Image.fromarray(img).save(root / "images" / f"n{i}.png")
+        if i in bad_label:
+            Image.fromarray(lab[:40]).save(root / "labels" / f"n{i}.png")  # not the image's size
+        else:
+            Image.fromarray(lab).save(root / "labels" / f"n{i}.png")
+
+
+@pytest.fixture
+def pp_checkpoint(tmp_path):
+    from napari_icmformer.checkpoints import save_checkpoint  # noqa: PLC0415
+    from tests.test_icmformer_pp import tiny_pp  # noqa: PLC0415
+
+    return save_checkpoint(tmp_path / "pp.pt", tiny_pp())
+
+
+def _mois_args(root, out, sois, pp, *extra):
+    return ["--task", "mois", "--datasets", str(root), "--checkpoint", str(sois), "--mois-checkpoint", str(pp),
+            "--max-clicks", "2", "--mois-view", "64", "--mois-mode", "additional", "--out", str(out),
+            "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("extra", [[], ["--annotate-all"]])
+def test_mois_skips_a_bad_image_and_keeps_the_others(tmp_path, capsys, tiny_checkpoint, pp_checkpoint, extra):
+    root = tmp_path / "Nuclei"
+    _nuclei(root, n=4, broken=(1,), bad_label=(2,))
+    out = tmp_path / "res"
+    rc = eval_main(_mois_args(root, out, tiny_checkpoint, pp_checkpoint, *extra))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("icmformer-eval:")]
+    assert len(lines) == 3 and "n1.png" in lines[0] and "n2.png" in lines[1]  # one line each ...
+    assert "2 sample(s)" in lines[2] and "per_target.json" in lines[2]  # ... and the summary
+    data = json.loads((out / "per_target.json").read_text())
+    assert [s["index"] for s in data["skipped"]] == [1, 2]
+    assert {t["sample"] for t in data["targets"]} == {"n0", "n3"}
+    rows = {r["method"]: r for r in data["summary"]}
+    assert all(r["targets"] == 2 for r in rows.values())  # every method on the same two images
+    if extra:
+        assert rows["annotate-all one-by-one (icmformer)"]["objects"] == 6
+    table = (out / "table.md").read_text()
+    assert "Nuclei sample #1: cannot read image" in table and "n1.png" in table and "n2.png" in table
+
+
+def test_mois_ctrl_c_writes_the_finished_images(tmp_path, capsys, tiny_checkpoint, pp_checkpoint, monkeypatch):
+    import napari_icmformer.cli.evaluate_mois as em  # noqa: PLC0415
+
+    root = tmp_path / "Nuclei"
+    _nuclei(root, n=3)
+    original, calls = em.evaluate_sois_reference, {"n": 0}
+
+    def reference(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(em, "evaluate_sois_reference", reference)
+    out = tmp_path / "res"
+    rc = eval_main(_mois_args(root, out, tiny_checkpoint, pp_checkpoint))
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    data = json.loads((out / "per_target.json").read_text())
+    assert data["interrupted"] and {t["sample"] for t in data["targets"]} == {"n0"}

@@ -8,16 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..checkpoints import CheckpointError
 from ..data import DatasetError, open_dataset
@@ -26,6 +22,8 @@ from ..evaluation import iter_dataset
 from ..metrics import summarize
 from ..refine import GraphCutConfig
 from ._args import OneLineParser, fail, float_in, int_in, output_folder
+from .evaluate_mois import make_mois_methods, mois_report, run_mois
+from .reporting import PROG, Report, RunLog, finish, markdown_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,89 +99,43 @@ def make_methods(args) -> list[tuple[str, object]]:
     return methods
 
 
-def plot_curves(rows: list[dict], max_clicks: int, path: Path, *, metric: str = "mIoU", first_k: int = 1,
-                xlabel: str = "number of clicks", ylabel: str = "mIoU") -> None:
-    """One line per method/dataset row: ``row[f"{metric}@{k}"]`` for k = first_k..max_clicks."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ks = np.arange(first_k, max_clicks + 1)
-    for row in rows:
-        ax.plot(ks, [row[f"{metric}@{k}"] for k in ks], marker="o", ms=3, label=f"{row['method']} / {row['dataset']}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_xticks(ks[::2] if max_clicks > 10 else ks)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_results(args, rows: list[dict], per_object: list[dict], skipped: list[dict], interrupted: bool) -> None:
-    """table.md, summary.csv, per_object.json and the curve of what was evaluated."""
+def sois_report(args, rows: list[dict], per_object: list[dict]) -> Report:
+    """The SOIS table (NoC, NoF, mIoU@1/5, seconds per click) and what goes beside it."""
     tags = [f"{round(t * 100)}" for t in args.iou_thresholds]
     cols = [f"NoC@{t}" for t in tags] + [f"NoF@{t}" for t in tags]
     cols += [f"mIoU@{k}" for k in (1, 5) if k <= args.max_clicks] + ["SPC"]
-    header = "| method | dataset | objects | " + " | ".join(cols) + " |"
-    lines = [header, "|" + "---|" * (3 + len(cols))]
-    for r in rows:
-        vals = [f"{r[c]:.2f}" if "NoC" in c or "mIoU" in c else (f"{r[c]:.3f}" if c == "SPC" else str(r[c]))
-                for c in cols]
-        lines.append(f"| {r['method']} | {r['dataset']} | {r['objects']} | " + " | ".join(vals) + " |")
-    if skipped or interrupted:
-        lines.append("")
-        lines += [f"skipped: {s['method']} / {s['dataset']} sample {s['sample']}: {s['error']}" for s in skipped]
-        if interrupted:
-            lines.append("interrupted: the rows above hold the objects finished before the interruption")
-    table = "\n".join(lines)
-    print(table)
-    print("clicker: farthest-from-boundary point of the larger error region; ties -> negative (RITM); "
-          f"threshold 0.49; zoom-in {'on' if args.zoom_in else 'off'}; flip {'on' if args.flip else 'off'}")
-    (args.out / "table.md").write_text(table + "\n")
-    with open(args.out / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (args.out / "per_object.json").write_text(json.dumps(
-        {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-         "summary": rows, "objects": per_object, "skipped": skipped, "interrupted": interrupted}, indent=1))
-    plot_curves(rows, args.max_clicks, args.out / "miou_vs_clicks.png")
-    print(f"wrote {args.out}/table.md, summary.csv, per_object.json, miou_vs_clicks.png")
+
+    def cell(r: dict, c: str) -> str:
+        return f"{r[c]:.2f}" if "NoC" in c or "mIoU" in c else (f"{r[c]:.3f}" if c == "SPC" else str(r[c]))
+
+    note = ("clicker: farthest-from-boundary point of the larger error region; ties -> negative (RITM); "
+            f"threshold 0.49; zoom-in {'on' if args.zoom_in else 'off'}; flip {'on' if args.flip else 'off'}")
+    return Report(markdown_table(rows, "objects", cols, cell), [note], rows, "objects", per_object,
+                  "per_object.json", {"rows": rows})
 
 
-def run_sois(args, methods, datasets) -> tuple[list[dict], list[dict], list[dict], bool]:
+def run_sois(args, methods, datasets, log: RunLog) -> tuple[list[dict], list[dict]]:
     """Every method on every dataset; a sample that cannot be read or segmented is skipped and
-    listed, and a Ctrl-C keeps what is finished: one bad sample never costs the whole run."""
-    rows, per_object, skipped = [], [], []
-    interrupted = False
+    logged, and a Ctrl-C keeps what is finished: one bad sample never costs the whole run."""
+    rows, per_object = [], []
     for label, method in methods:
         for name, ds in datasets:
             results: list = []
-
-            def skip(index: int, sample: str, exc: Exception, label=label, name=name) -> None:
-                skipped.append({"method": label, "dataset": name, "index": index, "sample": sample,
-                                "error": " ".join(str(exc).split())})
-                tqdm.write(f"icmformer-eval: skipped {name} sample {sample}: {skipped[-1]['error']}",
-                           file=sys.stderr)
-
             try:
-                for r in iter_dataset(method, ds, name, args.max_clicks, args.limit, on_skip=skip):
+                for r in iter_dataset(method, ds, name, args.max_clicks, args.limit,
+                                      on_skip=lambda i, sample, exc, label=label, name=name:
+                                      log.skip(label, name, i, sample, exc)):
                     results.append(r)
             except KeyboardInterrupt:
-                interrupted = True
+                log.interrupted = True
             n_clicks = sum(len(r.clicks) for r in results)
             summary = summarize([r.ious for r in results], args.iou_thresholds, args.max_clicks,
                                 sum(r.seconds for r in results), n_clicks)
             rows.append({"method": label, "dataset": name, **summary})
             per_object += [{"method": label, **r.__dict__} for r in results]
-            if interrupted:
-                return rows, per_object, skipped, True
-    return rows, per_object, skipped, False
+            if log.interrupted:
+                return rows, per_object
+    return rows, per_object
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,25 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         output_folder(args.out, create=False)
         datasets = [(name, open_dataset(name, args.data_root)) for name in args.datasets]
         if args.task == "mois":
-            from .evaluate_mois import run_mois  # noqa: PLC0415
-
-            return run_mois(args, datasets)
-        methods = make_methods(args)
+            predictor, recallers = make_mois_methods(args)
+        else:
+            methods = make_methods(args)
         output_folder(args.out)
     except (DatasetError, CheckpointError, ValueError) as exc:
-        return fail("icmformer-eval", exc)
-    rows, per_object, skipped, interrupted = run_sois(args, methods, datasets)
-    try:
-        write_results(args, rows, per_object, skipped, interrupted)
-    except OSError as exc:
-        return fail("icmformer-eval", f"cannot write the results to {args.out}: {exc.strerror or exc}")
-    if interrupted:
-        print(f"icmformer-eval: interrupted; the finished objects are in {args.out}", file=sys.stderr)
-        return 130
-    if skipped:
-        return fail("icmformer-eval", f"{len(skipped)} sample(s) could not be evaluated and were skipped "
-                                      f"(listed in {args.out / 'per_object.json'}); the others are in {args.out}")
-    return 0
+        return fail(PROG, exc)
+    log = RunLog()
+    if args.task == "mois":
+        report = mois_report(args, *run_mois(args, predictor, recallers, datasets, log))
+    else:
+        report = sois_report(args, *run_sois(args, methods, datasets, log))
+    return finish(args.out, args, report, log)
 
 
 if __name__ == "__main__":
