@@ -33,9 +33,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from src_models import Clicks
+
 from .annotator import Annotator, RecallAnnotator, RecallJob
-from .clicking import first_eval_click, next_eval_click
-from .metrics import iou, match_instances
+from .clicking import first_eval_click
+from .evaluation import click_session
+from .metrics import match_instances
 from .mois import MoisTarget
 
 GOAL_F1, GOAL_IOU = 0.9, 0.8  # "every object right"
@@ -111,23 +114,23 @@ def click_object(ann: Annotator, predictor, gt: np.ndarray, user: SimulatedUser)
     if not (gt & free & (True if user.ignore is None else ~user.ignore)).any():
         return False
     predictor.reset_object()
-    pred = np.zeros_like(gt)
-    for k in range(OBJECT_CLICKS):
-        if user.spent:
-            break
-        click = first_eval_click(gt & free, user.ignore) if k == 0 else \
-            next_eval_click(pred, gt, user.ignore, ann.clicks)
-        if click is None:
-            break
+
+    def respond(clicks: Clicks) -> np.ndarray:
+        click = clicks[-1]
         job = ann.add_click(click.y, click.x, click.positive)
         ann.apply(job, predictor.predict(job.clicks, job.prev_prob))
         user.clicks += 1
-        pred = ann.current_mask & free
-        if user.satisfied(with_mask(ann.objects, pred)):
-            ann.commit()
-            return True
-        if iou(pred, gt, user.ignore) >= OBJECT_IOU:
-            break
+        return ann.current_mask & free
+
+    if not user.spent:
+        for step in click_session(respond, gt, user.ignore, OBJECT_CLICKS, first_on=gt & free):
+            if not step.placed:
+                break
+            if user.satisfied(with_mask(ann.objects, step.mask)):
+                ann.commit()
+                return True
+            if step.iou >= OBJECT_IOU or user.spent:
+                break
     if not ann.commit():  # nothing to commit: drop the clicks, the next object starts afresh
         ann.clear()
     return False

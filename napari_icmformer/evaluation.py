@@ -32,6 +32,52 @@ class ObjectResult:
     seconds: float = 0.0
 
 
+@dataclass
+class Step:
+    """One turn of the simulated user: the clicks so far, the mask after them and its IoU.
+    ``placed`` is False when no error was left: no click was placed, mask and IoU carry forward."""
+
+    clicks: Clicks
+    mask: np.ndarray
+    iou: float
+    placed: bool
+
+
+def click_session(
+    respond: Callable[[Clicks], np.ndarray],
+    gt: np.ndarray,
+    ignore: np.ndarray | None = None,
+    max_clicks: int = 20,
+    start: np.ndarray | None = None,
+    first_on: np.ndarray | None = None,
+) -> Iterator[Step]:
+    """The benchmark user (SPEC §4), the one click loop of every protocol (SOIS, MOIS exemplar and
+    recall, annotate-all): up to ``max_clicks`` turns, each the clicker's next click on the error
+    between the current mask and ``gt``; ``respond(clicks)`` gives the mask after them.
+
+    ``start`` is the mask before any click (default: empty, and then an empty ``gt`` is a
+    ``ValueError``); ``first_on`` is what the first click aims at when it is not ``gt`` (the
+    object's free pixels in annotate-all). The caller stops early by leaving the loop; once no
+    error is left, the remaining turns carry the last mask forward.
+    """
+    clicks = Clicks()
+    pred = np.zeros(gt.shape, bool) if start is None else start
+    score = 0.0 if start is None else iou(start, gt, ignore)
+    for k in range(max_clicks):
+        if k == 0 and start is None:
+            click = first_eval_click(gt if first_on is None else first_on, ignore)
+        else:
+            click = next_eval_click(pred, gt, ignore, clicks)
+        if click is None:
+            for _ in range(k, max_clicks):
+                yield Step(clicks, pred, score, False)
+            return
+        clicks = clicks.add(click.y, click.x, click.positive)
+        pred = respond(clicks)
+        score = iou(pred, gt, ignore)
+        yield Step(clicks, pred, score, True)
+
+
 def evaluate_object(
     method: InteractiveMethod,
     gt: np.ndarray,
@@ -39,27 +85,22 @@ def evaluate_object(
     max_clicks: int = 20,
     threshold: float = 0.49,
 ) -> tuple[list[float], Clicks, float]:
-    """Simulated user (SPEC §4): returns the IoU after each click, the clicks and the seconds.
+    """SOIS: the IoU after each of ``max_clicks`` clicks, the clicks and the seconds predicting.
 
     Tie rule: positive only when the FN maximum is strictly larger (RITM); clicked pixels are
     skipped; when no error is left no click is placed and the IoU carries forward.
     """
     method.reset_object()
-    clicks, prob, pred = Clicks(), None, np.zeros_like(gt, bool)
-    ious: list[float] = []
-    seconds = 0.0
-    for k in range(max_clicks):
-        click = first_eval_click(gt, ignore) if k == 0 else next_eval_click(pred, gt, ignore, clicks)
-        if click is None:
-            ious.append(ious[-1])
-            continue
-        clicks = clicks.add(click.y, click.x, click.positive)
+    state = {"prob": None, "seconds": 0.0}
+
+    def respond(clicks: Clicks) -> np.ndarray:
         t = time.perf_counter()
-        prob = method.predict(clicks, prob)
-        seconds += time.perf_counter() - t
-        pred = prob > threshold
-        ious.append(iou(pred, gt, ignore))
-    return ious, clicks, seconds
+        state["prob"] = method.predict(clicks, state["prob"])
+        state["seconds"] += time.perf_counter() - t
+        return state["prob"] > threshold
+
+    steps = list(click_session(respond, gt, ignore, max_clicks))
+    return [s.iou for s in steps], steps[-1].clicks if steps else Clicks(), state["seconds"]
 
 
 def iter_dataset(

@@ -18,9 +18,8 @@ import numpy as np
 
 from src_models import Clicks
 
-from .clicking import first_eval_click, next_eval_click
 from .engine import PredictorConfig
-from .evaluation import evaluate_object
+from .evaluation import click_session, evaluate_object
 from .instances import click_instances, split_height
 from .metrics import instance_f1, iou
 from .mois import MoisTarget, dios_clicks
@@ -52,38 +51,38 @@ def make_exemplar(predictor, gt: np.ndarray, ignore: np.ndarray | None, max_clic
     """Collective mode: the SOIS model segments the exemplar; stop after ``max_clicks`` or when a
     click gains less than ``min_gain`` IoU (that click still counts)."""
     predictor.reset_object()
-    clicks, prob, pred, best = Clicks(), None, np.zeros_like(gt, bool), 0.0
-    for k in range(max_clicks):
-        click = first_eval_click(gt, ignore) if k == 0 else next_eval_click(pred, gt, ignore, clicks)
-        if click is None:
+    state = {"prob": None}
+
+    def respond(clicks: Clicks) -> np.ndarray:
+        state["prob"] = predictor.predict(clicks, state["prob"])
+        return state["prob"] > threshold
+
+    pred, clicks, best = np.zeros_like(gt, bool), Clicks(), 0.0
+    for k, step in enumerate(click_session(respond, gt, ignore, max_clicks)):
+        if not step.placed:
             break
-        clicks = clicks.add(click.y, click.x, click.positive)
-        prob = predictor.predict(clicks, prob)
-        pred = prob > threshold
-        score = iou(pred, gt, ignore)
-        gain, best = score - best, max(best, score)
+        pred, clicks = step.mask, step.clicks
+        gain, best = step.iou - best, max(best, step.iou)
         if k > 0 and gain < min_gain:
             break
     return pred, clicks
 
 
-def recall_curve(recaller, target: np.ndarray, ignore: np.ndarray | None, budget: int,
-                 threshold: float = 0.49) -> tuple[list[float], float, tuple]:
+def recall_curve(recaller, target: np.ndarray, ignore: np.ndarray | None,
+                 budget: int) -> tuple[list[float], float, tuple]:
     """IoU of the category target before and after each of ``budget`` simulated recall clicks,
     the seconds, and the (first, last) recall results."""
     t0 = time.perf_counter()
-    clicks = Clicks()
-    result = first = recaller.recall(clicks, None)
-    ious = [iou(result.mask, target, ignore)]
-    for _ in range(budget):
-        click = next_eval_click(result.mask, target, ignore, clicks)
-        if click is None:
-            ious.append(ious[-1])
-            continue
-        clicks = clicks.add(click.y, click.x, click.positive)
-        result = recaller.recall(clicks, result.prob)
-        ious.append(iou(result.mask, target, ignore))
-    return ious, time.perf_counter() - t0, (first, result)
+    first = recaller.recall(Clicks(), None)
+    state = {"result": first}
+
+    def respond(clicks: Clicks) -> np.ndarray:
+        state["result"] = recaller.recall(clicks, state["result"].prob)
+        return state["result"].mask
+
+    ious = [iou(first.mask, target, ignore)]
+    ious += [s.iou for s in click_session(respond, target, ignore, budget, start=first.mask)]
+    return ious, time.perf_counter() - t0, (first, state["result"])
 
 
 def evaluate_mois_target(recaller, predictor, image: np.ndarray, target: MoisTarget, mode: str,

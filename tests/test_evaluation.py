@@ -1,10 +1,11 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from napari_icmformer.cli.evaluate import main as eval_main
-from napari_icmformer.evaluation import evaluate_object
+from napari_icmformer.evaluation import click_session, evaluate_object
 from napari_icmformer.metrics import iou, noc, summarize
 
 
@@ -46,6 +47,30 @@ def test_empty_predictor_fails_everything():
     assert all(v == 0 for v in ious) and all(c.positive for c in clicks)
     s = summarize([ious, ious], [0.85, 0.9], 20)
     assert s["NoC@85"] == 20 and s["NoF@85"] == 2 and s["NoF@90"] == 2
+
+
+def test_click_session_is_the_one_user_of_every_protocol():
+    """The one click loop: first click on the interior point, then on the larger error; a
+    start mask (MOIS recall) is scored before any click; no error left carries forward."""
+    gt = _disk()
+    seen = []
+
+    def half_then_all(clicks):
+        seen.append(clicks)
+        return gt & (np.arange(80)[None] < 40) if len(clicks) == 1 else gt
+
+    steps = list(click_session(half_then_all, gt, None, 4))
+    assert [s.placed for s in steps] == [True, True, False, False]
+    assert steps[0].iou == pytest.approx(0.5, abs=0.05) and [s.iou for s in steps[1:]] == [1.0] * 3
+    assert (seen[0][0].y, seen[0][0].x) == (30, 40) and seen[1][1].x > 40 and seen[1][1].positive
+    start = gt & (np.arange(80)[None] < 40)
+    steps = list(click_session(lambda c: gt, gt, None, 2, start=start))
+    assert steps[0].clicks[0].x > 40 and [s.iou for s in steps] == [1.0, 1.0]  # no "first" click
+    aim = gt & (np.arange(80)[None] >= 50)
+    first = next(click_session(lambda c: gt, gt, None, 1, first_on=aim)).clicks[0]
+    assert aim[int(first.y), int(first.x)]
+    with pytest.raises(ValueError, match="empty ground-truth"):
+        list(click_session(lambda c: gt, np.zeros_like(gt), None, 3))
 
 
 def test_ignore_band_is_excluded_from_iou():
