@@ -69,6 +69,9 @@ class AdaptConfig:
     train_layers: str = "all"  # "all" or "late" (front end frozen, see FRONT_END)
     max_iter_clicks: int = 3
     copy_paste: float = 0.0
+    # smallest training crop around an object: the engine's zoom-in crops are >= 200 px
+    # (PredictorConfig.zoom_min_crop), so small objects train at the scale they are seen at
+    view_min_side: float = 200
     scores: int = 2  # held-out scorings during each model's training (plus one before)
     score_objects: int = 12  # at most this many held-out objects are clicked (SOIS)
     score_clicks: int = 8  # click budget of the SOIS scoring (NoC@85 is capped there)
@@ -244,6 +247,7 @@ def _make_trainer(cls, checkpoint: str, pool: ObjectPool, cfg: AdaptConfig, run_
                      max_iter_clicks=cfg.max_iter_clicks, copy_paste=cfg.copy_paste, device=cfg.device,
                      seed=cfg.seed, max_side=cfg.max_side)
     trainer = cls(tc, pool)
+    trainer.view_min_side = cfg.view_min_side
     if cfg.train_layers == "late":
         _freeze_front_end(trainer.model)
     return trainer

@@ -92,18 +92,20 @@ class ObjectPool:
 
 
 def random_view(
-    shape: tuple[int, int], box: tuple[int, int, int, int], rng: np.random.Generator, whole_prob: float = 0.3
+    shape: tuple[int, int], box: tuple[int, int, int, int], rng: np.random.Generator, whole_prob: float = 0.3,
+    min_side: float = 24,
 ) -> tuple[int, int, int, int]:
     """A crop window (y0, x0, y1, x1) around the object, like the engine's views at inference:
-    sometimes the whole image, otherwise the object's box expanded ×1.2–3 (zoom-in like),
-    with random scale (0.75–1.4 of that) and shift."""
+    sometimes the whole image, otherwise the object's box expanded ×1.2–3 (zoom-in like, at
+    least ``min_side`` px: the engine's zoom-in crops are ≥ 200 px), with random scale (0.75–1.4
+    of that) and shift."""
     h, w = shape
     if rng.random() < whole_prob:
         return 0, 0, h, w
     y0, x0, y1, x1 = box
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
-    side_y = max((y1 - y0) * rng.uniform(1.2, 3.0), 24) * rng.uniform(0.75, 1.4)
-    side_x = max((x1 - x0) * rng.uniform(1.2, 3.0), 24) * rng.uniform(0.75, 1.4)
+    side_y = max((y1 - y0) * rng.uniform(1.2, 3.0), min_side) * rng.uniform(0.75, 1.4)
+    side_x = max((x1 - x0) * rng.uniform(1.2, 3.0), min_side) * rng.uniform(0.75, 1.4)
     side = max(side_y, side_x) if rng.random() < 0.5 else None
     sy, sx = (side, side) if side else (side_y, side_x)
     sy, sx = min(sy, h), min(sx, w)
@@ -114,12 +116,12 @@ def random_view(
     return vy0, vx0, vy0 + max(1, int(sy)), vx0 + max(1, int(sx))
 
 
-def _view_tensors(pool: ObjectPool, obj: PooledObject, size: int,
-                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _view_tensors(pool: ObjectPool, obj: PooledObject, size: int, rng: np.random.Generator,
+                  min_side: float = 24) -> tuple[torch.Tensor, torch.Tensor]:
     """A random view of ``obj`` at ``size``²: image (3,S,S) in [0,1] and its mask (1,S,S)."""
     image = pool.images[obj.image_index]
     mask = pool.full_mask(obj)
-    y0, x0, y1, x1 = random_view(mask.shape, obj.box, rng)
+    y0, x0, y1, x1 = random_view(mask.shape, obj.box, rng, min_side=min_side)
     img = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1).float()[None] / 255
     m = torch.from_numpy(np.ascontiguousarray(mask[y0:y1, x0:x1])).float()[None, None]
     img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)[0]
@@ -172,10 +174,11 @@ def copy_paste(
 
 
 def make_training_sample(
-    pool: ObjectPool, obj_index: int, size: int, rng: np.random.Generator, copy_paste_prob: float = 0.0
+    pool: ObjectPool, obj_index: int, size: int, rng: np.random.Generator, copy_paste_prob: float = 0.0,
+    min_side: float = 24,
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray] | None:
     """(image (3,S,S) in [0,1], mask (1,S,S), points (N,3)) or None when the object left the view."""
-    img, m = _view_tensors(pool, pool.objects[obj_index], size, rng)
+    img, m = _view_tensors(pool, pool.objects[obj_index], size, rng, min_side)
     m = (m > 0.5).float()
     if m.sum() < 10:
         return None

@@ -141,6 +141,7 @@ class Trainer:
         self.best_key: tuple[float, ...] = (math.inf,)  # the validation set's key of best.pt
 
     min_object_area = 40  # pooled objects smaller than this (pixels) are not trained on
+    view_min_side = 24  # smallest crop around an object (dataset.random_view); adapt.py uses the engine's 200
 
     @property
     def best_noc(self) -> float:
@@ -229,7 +230,8 @@ class Trainer:
         images, masks, points = [], [], []
         while len(images) < self.cfg.batch_size:
             idx = int(self.rng.choice(len(self.pool.objects), p=self.weights))
-            sample = make_training_sample(self.pool, idx, self.cfg.img_size, self.rng, self.cfg.copy_paste)
+            sample = make_training_sample(self.pool, idx, self.cfg.img_size, self.rng, self.cfg.copy_paste,
+                                          self.view_min_side)
             if sample is None:
                 continue
             images.append(sample[0])
