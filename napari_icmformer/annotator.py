@@ -116,6 +116,10 @@ class Annotator:
     def __init__(self, shape: tuple[int, int], threshold: float = 0.49, objects: np.ndarray | None = None,
                  *, next_id: Callable[[], int] | None = None, max_undo_bytes: int = DEFAULT_UNDO_BYTES) -> None:
         self.shape = tuple(shape)
+        if len(self.shape) != 2 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in self.shape):
+            raise ValueError(f"an annotator needs the (height, width) of a 2-D image, got {shape!r}")
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
         self.threshold = threshold
         self.clicks = Clicks()
         self.prob: np.ndarray | None = None
@@ -204,6 +208,9 @@ class Annotator:
         instances = np.asarray(instances)
         if instances.shape != self.shape:
             raise ValueError(f"instances shape {instances.shape} does not match the image {self.shape}")
+        if not np.issubdtype(instances.dtype, np.integer) or (instances.size and instances.min() < 0):
+            raise ValueError(f"instances must be non-negative integer ids (0 = none), got {instances.dtype} "
+                             f"values from {instances.min()} to {instances.max()}")
         free = instances > 0 if overwrite else (instances > 0) & (self.objects == 0)
         box = mask_box(free)
         if box is None:

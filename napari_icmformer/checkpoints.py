@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path} is not a checkpoint: neither a PyTorch file (zip archive or legacy "
                               "pickle) nor a .safetensors file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the protocol before refusing a plain pickle
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_unpickling_reason(path, exc)) from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files

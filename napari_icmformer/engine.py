@@ -149,6 +149,8 @@ def click_window(clicks: Clicks, shape: tuple[int, int], size: int, expansion: f
 
 
 def check_clicks(clicks: Clicks, shape: tuple[int, int]) -> None:
+    if not isinstance(clicks, Clicks):
+        raise TypeError(f"clicks must be a src_models.Clicks (e.g. Clicks().add(y, x)), got {type(clicks).__name__}")
     h, w = shape
     for c in clicks:
         if not (np.isfinite(c.y) and np.isfinite(c.x)):

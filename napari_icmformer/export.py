@@ -53,6 +53,22 @@ def _box_rle(crop: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int])
     return mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
 
 
+def _object_boxes(plane: np.ndarray):
+    """(id, bounding box) of every object of a label plane, in id order, from one pass over it
+    (no full-image pass per object). ``find_objects`` keeps a slot per possible id, so sparse ids
+    (one object with id 2 000 000 000) are first mapped to 1..N."""
+    top = int(plane.max(initial=0))
+    if top <= max(plane.size, 1024):
+        ids = None
+        boxes = ndimage.find_objects(plane)
+    else:
+        ids = np.union1d(np.zeros(1, plane.dtype), plane)
+        boxes = ndimage.find_objects(np.searchsorted(ids, plane).astype(np.int64))
+    for k, box in enumerate(boxes, start=1):
+        if box is not None:
+            yield (k if ids is None else int(ids[k])), box
+
+
 def labels_to_coco(labels: np.ndarray, name: str = "image", category: str = "object") -> dict:
     """A COCO instances dict with one RLE annotation per (slice, label id)."""
     labels = np.asarray(labels)
@@ -62,16 +78,17 @@ def labels_to_coco(labels: np.ndarray, name: str = "image", category: str = "obj
         raise CocoExportError(f"labels must be integers, got {labels.dtype}")
     if labels.size and labels.min() < 0:
         raise CocoExportError("labels must be non-negative (0 = background)")
+    if labels.size and labels.max() > INT32_MAX:
+        raise CocoExportError(f"object id {labels.max()} is above {INT32_MAX}, which COCO readers (label_id, "
+                              "int32) cannot hold: relabel the objects 1..N first "
+                              "(skimage.segmentation.relabel_sequential)")
     h, w = labels.shape[-2:]
     images, annotations = [], []
     for image_id, (idx, plane) in enumerate(_slices(labels), start=1):
         suffix = "" if not idx else "_" + "_".join(str(i) for i in idx)
         images.append({"id": image_id, "file_name": f"{name}{suffix}", "height": int(h), "width": int(w),
                        "slice": list(idx)})
-        boxes = ndimage.find_objects(plane)  # one bounding box per id: no full-image pass per object
-        for label_id, box in enumerate(boxes, start=1):
-            if box is None:
-                continue
+        for label_id, box in _object_boxes(plane):
             rle = _box_rle(plane[box] == label_id, box, (h, w))
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,

@@ -41,8 +41,15 @@ def check_target(path: str | Path, overwrite: bool = False) -> Path:
 def write_objects(path: str | Path, labels: np.ndarray, image_name: str, overwrite: bool = False) -> Path:
     """Write ``labels`` (instance ids) to ``path``; COCO ``file_name`` is the image's name.
     Written to a temporary file first, so a failure never leaves half a file behind."""
-    path = check_target(path, overwrite)
     labels = np.asarray(labels)
+    if labels.ndim < 2 or labels.size == 0:
+        raise ObjectFileError(f"labels must be a 2-D image or a stack of them, got shape {labels.shape}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ObjectFileError(f"labels must be integer object ids, got {labels.dtype} (a label image is never "
+                              "written by rounding)")
+    if labels.min() < 0:
+        raise ObjectFileError("labels must be non-negative object ids (0 = background)")
+    path = check_target(path, overwrite)
     suffix = path.suffix.lower()
     tmp = path.with_name(f".{path.name}.part")
     try:
@@ -59,6 +66,8 @@ def write_objects(path: str | Path, labels: np.ndarray, image_name: str, overwri
         else:
             import tifffile  # noqa: PLC0415
 
+            if labels.max() > np.iinfo(np.int64).max:
+                raise ObjectFileError("object ids above 2**63 - 1 do not fit a label .tif: relabel them 1..N")
             tifffile.imwrite(tmp, labels.astype(np.int32 if labels.max(initial=0) < 2**31 else np.int64))
         os.replace(tmp, path)
     except OSError as exc:

@@ -53,6 +53,9 @@ def check_model_config(cfg: "ModelConfig") -> None:
             raise ValueError(f"model config {name} must be true or false, got {getattr(cfg, name)!r}")
     if cfg.patch_size > cfg.img_size:
         raise ValueError(f"model config patch_size {cfg.patch_size} is larger than img_size {cfg.img_size}")
+    if cfg.img_size % cfg.patch_size:
+        raise ValueError(f"model config img_size {cfg.img_size} is not a multiple of patch_size {cfg.patch_size} "
+                         "(the network could not run on it)")
     if cfg.embed_dim % cfg.num_heads:
         raise ValueError(f"model config embed_dim {cfg.embed_dim} is not a multiple of num_heads {cfg.num_heads}")
     if int(cfg.embed_dim * cfg.mlp_ratio) < 1:

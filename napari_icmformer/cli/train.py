@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
 from ..checkpoints import CheckpointError
+from ..engine import resolve_device
 from ..training.distributed import shutdown_distributed
 from ..training.trainer import TrainConfig, Trainer
-from ._args import OneLineParser
+from ._args import OneLineParser, fail
 
 
 def build_parser() -> argparse.ArgumentParser:  # a OneLineParser: bad arguments are one line, exit 2
@@ -43,10 +43,32 @@ def build_parser() -> argparse.ArgumentParser:  # a OneLineParser: bad arguments
     return p
 
 
+def read_config(path: Path) -> dict:
+    """The TrainConfig fields of a YAML file, or one clear error (unreadable, not YAML, not a
+    mapping, unknown field)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --config {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path} must hold TrainConfig fields (name: value), got a {type(data).__name__}")
+    names = [f.name for f in fields(TrainConfig)]
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown field(s) {', '.join(unknown)}; TrainConfig has {', '.join(names)}")
+    return data
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict = {}
     if args.config:
-        values.update(yaml.safe_load(args.config.read_text()) or {})
+        values.update(read_config(args.config))
     for f in fields(TrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:
@@ -61,6 +83,8 @@ RUN_FILES = ("last.pt", "last.state", "best.pt", "log.csv", "val.csv")
 
 def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """A run never silently replaces another: an OUT_DIR holding one needs --resume or --overwrite."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} is a file, not a folder: choose a folder for the run")
     found = [n for n in RUN_FILES if (out_dir / n).exists()]
     if resume:
         if not (out_dir / "last.pt").is_file():
@@ -78,11 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        check_device(cfg.device)
         check_out_dir(Path(cfg.out_dir), args.resume, args.overwrite)
         return run(args, cfg)
-    except (ValueError, CheckpointError, FileNotFoundError, yaml.YAMLError, TypeError) as exc:
-        print(f"icmformer-train: error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, CheckpointError, TypeError) as exc:
+        return fail("icmformer-train", exc)
+    except OSError as exc:  # a folder that cannot be made, a disk that is full
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return fail("icmformer-train", f"{exc.strerror or exc}{where}")
+
+
+def check_device(name: str) -> None:
+    """An unknown device, or CUDA/MPS on a machine without one: one line before any data is loaded."""
+    if name == "auto":
+        raise ValueError("--device auto is not supported for training: give cpu, cuda, cuda:N or mps")
+    resolve_device(name)
 
 
 def run(args: argparse.Namespace, cfg: TrainConfig) -> int:
