@@ -25,6 +25,7 @@ Predictions run on a napari thread worker; a newer click supersedes a running on
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,9 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
+from ._series_widget import SeriesSection
 from .annotator import Annotator, RecallAnnotator, RecallJob, drop_committed
+from .carry import set_exemplar_for
 from .engine import Predictor, PredictorConfig
 from .exemplar import ExemplarPredictor, RecallResult
 from .object_files import ObjectFileError, check_target, write_objects
@@ -57,7 +60,10 @@ HELP = ("Left-click: positive · Right/Shift-click: negative · drag: pan\n"
         "C: commit · Shift+C: clear · Ctrl+Z: undo\n"
         "Find similar, fixing proposals: click off them = add the missed object · click inside one\n"
         "holding several objects = split off the clicked one · right-click = remove the whole\n"
-        "proposal · specks under 0.15 x the exemplar's area are hidden (click one to keep it)")
+        "proposal · specks under 0.15 x the exemplar's area are hidden (click one to keep it)\n"
+        "Many images: Open folder… · PgDn / PgUp: next / previous image (objects kept, autosaved on\n"
+        "every commit, accept and undo) · Find similar here: the last exemplar on this image ·\n"
+        "Find similar on all slices / all images: proposals on each, to review and Accept")
 DRAG_PIXELS = 3.0  # a press that moves farther than this (screen pixels) before release is a drag
 CURRENT_COLOUR = (1.0, 0.85, 0.0, 1.0)  # the live mask: one colour no committed object has
 CURRENT_CONTOUR_PX = 2
@@ -81,6 +87,9 @@ def _current_colormap():
     return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: CURRENT_COLOUR})
 
 
+_SESSION_TOKENS = itertools.count(1)
+
+
 @dataclass
 class ImageSession:
     """One image's layers and per-slice state. The layers are ours by reference, never by name:
@@ -92,6 +101,7 @@ class ImageSession:
     annotators: dict[tuple[int, ...], Annotator] = field(default_factory=dict)
     recalls: dict[tuple[int, ...], RecallAnnotator] = field(default_factory=dict)
     drawn: tuple[int, ...] | None = None  # slice of the current-object layer holding the live mask
+    token: int = field(default_factory=lambda: next(_SESSION_TOKENS))  # unique: names its planes in caches
 
     def name(self, role: str) -> str:
         return f"{self.image.name}: {role}"
@@ -122,6 +132,8 @@ class SegmentationWidget(Container):
                                   self.refine, self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
                                   self.mois_checkpoint, self.exemplar_id, self.find_btn, self.accept_btn,
                                   self.export_path, self.export_btn, self.status])
+        self.series_section = SeriesSection(self)  # Many images (_series_widget.py)
+        self.insert(self.index(self.status), self.series_section.container)
         self._wrap_status()
         self._lock = threading.Lock()
         self._predictor: Predictor | None = None
@@ -278,6 +290,8 @@ class SegmentationWidget(Container):
         layer.bind_key("Shift-c", lambda _layer: self.clear(), overwrite=True)
         if undo:
             layer.bind_key("Control-z", lambda _layer: self.undo(), overwrite=True)
+        layer.bind_key("PageDown", lambda _layer: self.series_section.next(), overwrite=True)
+        layer.bind_key("PageUp", lambda _layer: self.series_section.previous(), overwrite=True)
 
     def _install_widget_shortcut(self) -> None:
         """Ctrl+Z while focus is inside this dock widget (its scope), not viewer-wide."""
@@ -329,7 +343,10 @@ class SegmentationWidget(Container):
         """The annotator of the slice on screen (one per slice), writing into our objects layer."""
         if session is None or session.image not in self.viewer.layers:
             return None
-        key = self.current_slice(session)
+        return self.annotator_at(session, self.current_slice(session))
+
+    def annotator_at(self, session: ImageSession, key: tuple[int, ...]) -> Annotator:
+        """The annotator of slice ``key`` of the image (made on first use)."""
         if key not in session.annotators:
             objects = self.layer(OBJECTS, session)
             session.annotators[key] = Annotator(session.shape[-2:], self.threshold.value,
@@ -422,7 +439,7 @@ class SegmentationWidget(Container):
         key = self.current_slice(session)
         image = session.image
         data = image.data[key] if key else image.data
-        image_key = (id(image), id(image.data), key)
+        image_key = (session.token, id(image.data), key)
 
         def work():
             with self._lock:
@@ -486,6 +503,8 @@ class SegmentationWidget(Container):
             return 0
         self.status.value = f"committed object {new_id}" if new_id else "nothing to commit"
         self._refresh()
+        if new_id:
+            self.series_section.autosave()
         return new_id
 
     def clear(self, *_):
@@ -514,6 +533,8 @@ class SegmentationWidget(Container):
             kind = ann.undo()
             self.status.value = f"undid {kind}" if kind else "nothing to undo"
             self._refresh()
+            if kind in ("commit", "accept"):
+                self.series_section.autosave()
 
     # -- find similar (iCMFormer++) ---------------------------------------------------------
     def _get_recaller(self) -> ExemplarPredictor:
@@ -538,6 +559,7 @@ class SegmentationWidget(Container):
             self.status.value = str(exc)
             show_info(str(exc))
             return None
+        self.series_section.remember(session, self.current_slice(session), job)  # carried forward later
         return self._start_recall(session, rec, job)
 
     def _recall_click(self, session: ImageSession, rec: RecallAnnotator, y: float, x: float, positive: bool):
@@ -553,15 +575,21 @@ class SegmentationWidget(Container):
         key = self.current_slice(session)
         image = session.image
         data = image.data[key] if key else image.data
-        image_key = (id(image), id(image.data), key)
+        image_key = (session.token, id(image.data), key)
         exemplar_key = (image_key, job.exemplar_id, hash(np.packbits(job.exemplar).tobytes()))
+        carried = getattr(job, "carried", None)  # an exemplar from another image or slice
+        plane = self.series_section.plane(session, key)
 
         def work():
             with self._lock:
                 t = time.perf_counter()
                 recaller = self._get_recaller()
                 recaller.set_image(np.asarray(data), key=image_key)  # a new exemplar keeps the tile features
-                recaller.set_exemplar(job.exemplar, job.exemplar_clicks, key=exemplar_key)
+                if carried is not None:
+                    recaller.set_image(np.asarray(data), key=plane)
+                    set_exemplar_for(recaller, carried, plane)
+                else:
+                    recaller.set_exemplar(job.exemplar, job.exemplar_clicks, key=exemplar_key)
                 tiles = len(recaller.layout.origins)  # > 1: a large image, shown as a progress bar
                 result = recaller.recall(job.clicks, job.prev_prob, on_tile=self._tile_done if tiles > 1 else None)
                 scale = min(recaller.layout.scale)
@@ -617,6 +645,7 @@ class SegmentationWidget(Container):
             return []
         self.status.value = f"accepted {len(ids)} objects" + (f" (ids {ids[0]}–{ids[-1]})" if ids else "")
         self._refresh()
+        self.series_section.autosave()
         return ids
 
     # -- export -----------------------------------------------------------------------------
