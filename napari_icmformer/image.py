@@ -45,9 +45,11 @@ def to_rgb01(image: object) -> np.ndarray:
     elif arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
     else:
-        out = arr.astype(np.float32)
-        if not np.isfinite(out).all():
+        if not np.isfinite(arr).all():
             raise ValueError("image contains NaN or infinite values")
+        if np.issubdtype(arr.dtype, np.floating) and np.abs(arr).max() > np.finfo(np.float32).max:
+            raise ValueError("image values exceed the float32 range (about 3.4e38): rescale the image first")
+        out = arr.astype(np.float32)
         is_unit_float = np.issubdtype(arr.dtype, np.floating) and out.min() >= 0 and out.max() <= 1
         if not is_unit_float:
             lo, hi = np.percentile(out, (0.5, 99.5))

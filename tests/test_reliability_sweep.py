@@ -10,6 +10,7 @@ table of every case and the count of defects; pytest runs each case as a test.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import pickle
@@ -146,7 +147,46 @@ def make_env(root: Path) -> Env:
     f["run_nostate"] = root / "run_nostate"
     save_coco(root / "objects.json", np.pad(np.ones((4, 4), np.int32), 10))
     f["objects.json"] = root / "objects.json"
+    # a PNG whose header claims 100000 x 100000 pixels (a decompression bomb)
+    (root / "bomb.png").write_bytes(_png_header(100_000, 100_000))
+    f["bomb.png"] = root / "bomb.png"
+    (root / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    f["junk.safetensors"] = root / "junk.safetensors"
+    import zipfile  # noqa: PLC0415
+
+    with zipfile.ZipFile(root / "zip.pt", "w") as z:
+        z.writestr("hello.txt", "a zip, not a checkpoint")
+    f["zip.pt"] = root / "zip.pt"
+    # datasets that are bad as a whole or in part
+    for name, fill in (("EmptyMasks", 0), ("BadMask", None)):
+        d = root / name
+        (d / "images").mkdir(parents=True)
+        (d / "masks").mkdir()
+        for i in range(2):
+            Image.fromarray(img).save(d / "images" / f"s{i}.png")
+            if fill is None and i == 1:
+                (d / "masks" / f"s{i}.png").write_bytes(b"broken mask")
+            else:
+                Image.fromarray(np.zeros((64, 64), np.uint8) if fill == 0 else (disk * 255).astype(np.uint8)).save(
+                    d / "masks" / f"s{i}.png")
+        f[name] = d
+    (root / "coco").mkdir()
+    coco = _coco([[10, 10, 30, 10, 30, 30, 10, 30]])
+    coco["images"][0].update(file_name="missing.png", height=64, width=64)
+    (root / "coco" / "ann.json").write_text(json.dumps(coco))
+    f["coco_missing_image"] = root / "coco" / "ann.json"
     return env
+
+
+def _png_header(w: int, h: int) -> bytes:
+    import struct  # noqa: PLC0415
+    import zlib  # noqa: PLC0415
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
 @dataclass
@@ -156,6 +196,7 @@ class Case:
     prog: str | None = None  # icmformer-segment / -eval / -train: a console script
     keep: tuple[str, ...] = ()  # files (env keys) that must not change
     allow: tuple[type, ...] = API_ERRORS
+    known: str | None = None  # a defect found, reported and not fixed here (the test is a strict xfail)
 
 
 CLIS = {"icmformer-segment": segment_main, "icmformer-eval": eval_main, "icmformer-train": train_main}
@@ -197,6 +238,7 @@ def _run(case: Case, env: Env) -> str | None:
     lines = [ln for ln in err.getvalue().splitlines() if ln.strip() and not ln.lstrip().startswith(
         ("warnings.warn", "UserWarning", "return func"))]
     lines = [ln for ln in lines if "Warning" not in ln and "it/s]" not in ln and "%|" not in ln]  # tqdm
+    lines = [ln for ln in lines if not ln.startswith(f"{case.prog}: skipped ")]  # one line per skipped sample
     if rc != 2:
         return f"exit code {rc}: {' '.join(lines)[:200]}"
     if len(lines) != 1 or not lines[0].startswith(f"{case.prog}: error: "):
@@ -282,6 +324,15 @@ def _json(e, data) -> Path:
     return path
 
 
+def _read_layers(path: Path):
+    from napari_icmformer.export import get_coco_reader  # noqa: PLC0415
+
+    reader = get_coco_reader(str(path))
+    if reader is None:
+        raise ValueError("the reader declined the file")  # napari then says it has no reader: fine
+    return reader(str(path))
+
+
 ONE = Clicks().add(32, 30)
 
 CASES: list[Case] = [
@@ -341,6 +392,16 @@ CASES: list[Case] = [
     # -- checkpoints -------------------------------------------------------------------------
     *[_api(f"load_model {n}", lambda e, n=n: load_model(e[n] if n in e.files else e.root / n)) for n in (
         "missing.pt", "adir", "zero.pt", "text.pt", "evil.pt", "trunc.pt", "badcfg.pt", "alien.pt", "img.png")],
+    _api("load_model junk safetensors", lambda e: load_model(e["junk.safetensors"])),
+    _api("load_model a zip that is no checkpoint", lambda e: load_model(e["zip.pt"])),
+    _api("napari COCO reader on a bad RLE", lambda e: _read_layers(_json(e, _coco([{"size": [8, 8],
+                                                                                     "counts": "\u00ff!!"}])))),
+    _api("napari COCO reader on a polygon of strings", lambda e: _read_layers(_json(e, _coco([["a", "b", "c"]])))),
+    _api("napari COCO reader, images without size", lambda e: _read_layers(_json(e, {
+        "images": [{"id": 1}], "annotations": []}))),
+    _api("predict prev_mask a list", lambda e: _pred(e).predict(ONE, [[0.5] * 64] * 63)),
+    _api("to_rgb01 float64 beyond float32", lambda e: to_rgb01(np.array([[np.finfo(np.float64).max, 0],
+                                                                       [0, -np.finfo(np.float64).max]]))),
     _api("load_model expect the other arch", lambda e: load_model(e["sois.pt"], expect_arch="icmformer_pp")),
     # -- export / import (COCO json, tif, png) -----------------------------------------------
     _api("save_coco over an existing file", lambda e: save_coco(e["objects.json"], np.ones((4, 4), int)),
@@ -406,6 +467,14 @@ CASES: list[Case] = [
     _seg("--clicks-json not json", lambda e: [e["img.png"], "--clicks-json", e["notjson.json"]]),
     _seg("--clicks-json list of numbers", lambda e: [e["img.png"], "--clicks-json", e["list.json"]]),
     _seg("unknown flag", lambda e: [e["img.png"], "--click", "3,3", "--zoom", "2"]),
+    _seg("decompression bomb png", lambda e: [e["bomb.png"], "--click", "3,3"]),
+    _seg("--out under a file", lambda e: [e["img.png"], "--click", "3,3", "--out", e["keep.txt"] / "sub"],
+         keep=("keep.txt",)),
+    _seg("checkpoint a zip", lambda e: [e["img.png"], "--click", "3,3", "--checkpoint", e["zip.pt"]]),
+    _seg("checkpoint junk safetensors", lambda e: [e["img.png"], "--click", "3,3", "--checkpoint",
+                                                   e["junk.safetensors"]]),
+    _seg("--clicks-json empty file", lambda e: [e["img.png"], "--clicks-json", e["empty.png"]]),
+    _seg("sample name that downloads", lambda e: ["cells3d", "--click", "3,3"]),
     # -- icmformer-eval ----------------------------------------------------------------------
     _eval("unknown dataset path", lambda e: ["--datasets", e.root / "nope"]),
     _eval("named dataset without --data-root", lambda e: ["--datasets", "GrabCut", "--data-root", ""]),
@@ -431,7 +500,30 @@ CASES: list[Case] = [
                                             "--graphcut-band", "nan"]),
     _eval("--mois-view 7", lambda e: ["--task", "mois", "--datasets", e["Nuc"], "--mois-view", "7"]),
     _eval("--task other", lambda e: ["--task", "both", "--datasets", e["Toy"]]),
+    _eval("every mask empty", lambda e: ["--datasets", e["EmptyMasks"], "--method", "random-walker"]),
+    _eval("one mask corrupt", lambda e: ["--datasets", e["BadMask"], "--method", "random-walker"]),
+    _eval("COCO image file missing", lambda e: ["--datasets", e["coco_missing_image"], "--method", "random-walker"]),
+    _eval("mois on single-object images", lambda e: ["--task", "mois", "--datasets", e["Toy"], "--checkpoint",
+                                                     e["sois.pt"], "--mois-checkpoint", e["pp.pt"],
+                                                     "--mois-view", "64", "--mois-mode", "additional"]),
+    _eval("mois one mask corrupt", lambda e: ["--task", "mois", "--datasets", e["BadMask"], "--checkpoint",
+                                              e["sois.pt"], "--mois-checkpoint", e["pp.pt"], "--mois-view", "64",
+                                              "--mois-mode", "additional"]),
+    _eval("--data-root is a file", lambda e: ["--datasets", "GrabCut", "--data-root", e["keep.txt"]],
+          keep=("keep.txt",)),
+    _eval("--out under a file", lambda e: ["--datasets", e["Toy"], "--out", e["keep.txt"] / "sub"], keep=("keep.txt",)),
     # -- icmformer-train ---------------------------------------------------------------------
+    _train("--data-root is a file", lambda e: ["--datasets", "DSB2018", "--data-root", e["keep.txt"]],
+           keep=("keep.txt",)),
+    _train("dataset with no images", lambda e: ["--datasets", e["adir"]]),
+    dataclasses.replace(_train("--init-from is iCMFormer++ (sois task)", lambda e: ["--init-from", e["pp.pt"]]),
+                        known="Trainer.make_model loads any architecture (needs expect_arch='icmformer')"),
+    _train("--init-from a zip", lambda e: ["--init-from", e["zip.pt"]]),
+    _train("--max-side 1", lambda e: ["--max-side", "1"]),
+    _train("--save-every -1", lambda e: ["--save-every", "-1"]),
+    _train("--copy-paste 2", lambda e: ["--copy-paste", "2"]),
+    _train("--limit-per-dataset 0", lambda e: ["--limit-per-dataset", "0"]),
+    _train("--config empty file", lambda e: ["--config", e["empty.png"], "--iterations", "0"]),
     _train("--config missing", lambda e: ["--config", e.root / "nope.yaml"]),
     _train("--config a folder", lambda e: ["--config", e["adir"]]),
     _train("--config bad YAML", lambda e: ["--config", e["bad.yaml"]]),
@@ -487,9 +579,12 @@ def _no_training(monkeypatch):
     monkeypatch.setattr(mois_trainer.MoisTrainer, "fit", started)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.prog or 'api'}: {c.name}" for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=c.known, strict=True))
+                                  if c.known else c for c in CASES],
+                         ids=[f"{c.prog or 'api'}: {c.name}" for c in CASES])
 def test_bad_input_gives_one_clear_error(case, env):
-    assert check(case, env) is None, check(case, env)
+    problem = check(case, env)
+    assert problem is None, problem
 
 
 # -- the fixes the sweep asked for, beyond "one clear error" ----------------------------------
@@ -540,8 +635,10 @@ def main() -> int:
             print(f"{'ok ' if problem is None else 'BAD'} {case.prog or 'api'}: {case.name}"
                   + ("" if problem is None else f"  -> {problem}"), flush=True)
             if problem is not None:
-                defects.append(case.name)
-    print(f"{len(CASES)} cases, {len(CASES) - len(defects)} one clear error, {len(defects)} defects")
+                defects.append(case)
+    known = sum(1 for c in defects if c.known)
+    print(f"{len(CASES)} cases, {len(CASES) - len(defects)} one clear error, {len(defects)} defects "
+          f"({known} known and reported)")
     return 1 if defects else 0
 
 

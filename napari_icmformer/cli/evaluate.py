@@ -133,6 +133,8 @@ def run_sois(args, methods, datasets, log: RunLog) -> tuple[list[dict], list[dic
                                 sum(r.seconds for r in results), n_clicks)
             rows.append({"method": label, "dataset": name, **summary})
             per_object += [{"method": label, **r.__dict__} for r in results]
+            if not results and not log.interrupted:
+                log.nothing(name, "no object to click (every mask is empty or the samples were skipped)")
             if log.interrupted:
                 return rows, per_object
     return rows, per_object

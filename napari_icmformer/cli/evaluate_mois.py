@@ -106,6 +106,9 @@ def run_mois(args, predictor, recallers, datasets: list[tuple[str, object]],
                     log.skip("all", name, i, sample_name, exc)
         except KeyboardInterrupt:
             log.interrupted = True
+        if not results and not log.interrupted:
+            log.nothing(name, "no MOIS target: no image has two or more objects of one category "
+                              "(or the images were skipped)")
         ref_noc = None
         for method, res in results.items():
             summary = summarize_mois(res, args.iou_thresholds, args.max_clicks)

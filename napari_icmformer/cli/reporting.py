@@ -25,6 +25,7 @@ class RunLog:
 
     skipped: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    empty: dict[str, str] = field(default_factory=dict)  # dataset -> why nothing in it was evaluated
 
     def skip(self, method: str, dataset: str, index: int, sample: str, exc: Exception) -> None:
         """Record a sample that could not be read or evaluated, and say so in one line."""
@@ -32,21 +33,29 @@ class RunLog:
                              "error": " ".join(str(exc).split())})
         tqdm.write(f"{PROG}: skipped {dataset} sample {sample}: {self.skipped[-1]['error']}", file=sys.stderr)
 
+    def nothing(self, dataset: str, why: str) -> None:
+        """Record a dataset that gave nothing to evaluate (a row of NaN would say nothing)."""
+        self.empty.setdefault(dataset, why)
+
     def notes(self) -> list[str]:
         """The lines under the table that say what is missing from it."""
         lines = [f"skipped: {s['method']} / {s['dataset']} sample {s['sample']}: {s['error']}" for s in self.skipped]
+        lines += [f"nothing evaluated in {name}: {why}" for name, why in self.empty.items()]
         if self.interrupted:
             lines.append("interrupted: the rows above hold what was finished before the interruption")
         return [""] + lines if lines else []
 
     def exit_code(self, out: Path, listing: str) -> int:
-        """0 when everything was evaluated, 130 when interrupted, 2 (one line) when samples were skipped."""
+        """0 when everything was evaluated, 130 when interrupted, 2 (one line) when samples were
+        skipped or a dataset gave nothing to evaluate."""
         if self.interrupted:
             print(f"{PROG}: interrupted; what was finished is in {out}", file=sys.stderr)
             return 130
-        if self.skipped:
-            return fail(PROG, f"{len(self.skipped)} sample(s) could not be evaluated and were skipped "
-                              f"(listed in {out / listing}); the others are in {out}")
+        problems = [f"{len(self.skipped)} sample(s) could not be evaluated and were skipped (listed in "
+                    f"{out / listing})"] if self.skipped else []
+        problems += [f"nothing evaluated in {name}: {why}" for name, why in self.empty.items()]
+        if problems:
+            return fail(PROG, "; ".join(problems) + f"; the results are in {out}")
         return 0
 
 
@@ -76,7 +85,8 @@ def plot_curves(rows: list[dict], max_clicks: int, path: Path, *, metric: str = 
     ax.set_xticks(ks[::2] if max_clicks > 10 else ks)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if rows:  # a run that evaluated nothing still writes its (empty) plot, without a warning
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -112,7 +122,7 @@ def write_report(out: Path, args, report: Report, log: RunLog) -> None:
     (out / report.json_name).write_text(json.dumps(
         {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "summary": report.rows, report.items_key: report.items, "skipped": log.skipped,
-         "interrupted": log.interrupted}, indent=1))
+         "empty": log.empty, "interrupted": log.interrupted}, indent=1))
     plot_curves(max_clicks=args.max_clicks, path=out / "miou_vs_clicks.png", **report.curve)
     print(f"wrote {out}/table.md, summary.csv, {report.json_name}, miou_vs_clicks.png")
 
