@@ -324,6 +324,18 @@ def _json(e, data) -> Path:
     return path
 
 
+def _napari_write(path: Path, data: np.ndarray):
+    from napari_icmformer.export import write_labels_coco  # noqa: PLC0415
+
+    return write_labels_coco(str(path), data, {"name": "objects"})
+
+
+def _undo_nothing():
+    """Undo on a fresh annotator says there is nothing to undo (None), it does not fail."""
+    if Annotator((8, 8)).undo() is None:
+        raise ValueError("nothing to undo")
+
+
 def _read_layers(path: Path):
     from napari_icmformer.export import get_coco_reader  # noqa: PLC0415
 
@@ -433,6 +445,15 @@ CASES: list[Case] = [
         (".tif float labels", np.full((4, 4), 1.7), ".tif"), (".tif negative labels", -np.ones((4, 4), int), ".tif"),
         (".png float labels", np.full((4, 4), 1.7), ".png"), (".tif NaN labels", np.full((4, 4), np.nan), ".tif"),
         (".jpg", np.ones((4, 4), int), ".jpg"), (".tif 1-D labels", np.ones(4, int), ".tif")]],
+    _api("napari writer float labels", lambda e: _napari_write(e.root / "nw.json", np.full((4, 4), 0.5))),
+    _api("napari writer into a folder", lambda e: _napari_write(e["adir"], np.ones((4, 4), int))),
+    _api("napari writer 1-D labels", lambda e: _napari_write(e.root / "nw1.json", np.ones(4, int))),
+    _api("load_coco stack slices of two lengths", lambda e: load_coco(_json(e, {
+        "images": [{"id": 1, "height": 4, "width": 4, "slice": [0]}, {"id": 2, "height": 4, "width": 4,
+                                                                     "slice": [0, 1]}], "annotations": []}))),
+    _api("load_coco slice index -1", lambda e: load_coco(_json(e, {
+        "images": [{"id": 1, "height": 4, "width": 4, "slice": [-1]}], "annotations": []}))),
+    _api("Annotator undo with nothing done", lambda e: _undo_nothing()),
     _api("write_objects over an existing file", lambda e: write_objects(e["objects.json"], np.ones((4, 4), int), "x"),
          allow=(*API_ERRORS, FileExistsError), keep=("objects.json",)),
     _api("write_objects into a missing folder", lambda e: write_objects(e.root / "nope" / "a.tif",
