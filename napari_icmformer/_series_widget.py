@@ -52,7 +52,7 @@ class SeriesSection:
             self.folder, self.save_folder, self.open_btn,
             Container(widgets=[self.prev_btn, self.next_btn], layout="horizontal", labels=False),
             self.line, self.here_btn, Container(widgets=[self.all_btn, self.cancel_btn], layout="horizontal",
-                                                labels=False)])
+                                                labels=False)], label="Many images")
         self.open_btn.changed.connect(lambda *_: self.open())
         self.prev_btn.changed.connect(lambda *_: self.previous())
         self.next_btn.changed.connect(lambda *_: self.next())
@@ -167,7 +167,10 @@ class SeriesSection:
             self.w._say(str(exc), error=True)
             self.update_line()
             return
-        self.layer = self.w.viewer.add_image(image, name=series.path.name)
+        added = self.w.viewer.add_image(image, name=series.path.name)
+        # the layer itself, as the widget's events see it: a plugin's viewer is napari's public
+        # proxy, whose add_image returns a proxy of the layer (another object)
+        self.layer = getattr(added, "__wrapped__", added)
         session = self.w.session_for(self.layer)
         self.w.image_choice.value = self.layer
         if session is None:

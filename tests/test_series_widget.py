@@ -175,3 +175,23 @@ def test_saved_labels_of_a_stack_image_in_a_series(pp_widget, tmp_path, qtbot): 
     assert w.commit() == 1
     saved = sec.series.store.load(0)
     assert saved.shape == (2, 90, 110) and saved[1].max() == 1 and not saved[0].any()
+
+
+def test_series_through_the_plugin_entry(make_napari_viewer, folder, tmp_path, tiny_checkpoint, qtbot):
+    # napari hands a plugin a proxy of the viewer, whose add_image returns a proxy of the layer:
+    # the series must still hold (and autosave) the layer the widget's events see
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-icmformer", "Interactive segmentation")
+    w.checkpoint.value = tiny_checkpoint
+    w.device.value = "cpu"
+    sec = w.series_section
+    sec.folder.value = folder
+    sec.save_folder.value = tmp_path / "save"
+    sec.open_btn.changed.emit(True)
+    assert sec.layer is w.image_choice.value
+    _known_mask(w, (15, 15, 36, 36))
+    assert w.commit() == 1
+    assert sec.series.store.load(0).max() == 1 and sec.line.value.startswith("image 1 of 3, 1 object ")
+    sec.next_btn.changed.emit(True)
+    assert w.image_choice.value.name == "img_1.png" and [lay.name for lay in viewer.layers if
+                                                          isinstance(lay, type(sec.layer))] == ["img_1.png"]
