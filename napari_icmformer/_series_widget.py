@@ -24,6 +24,7 @@ from .series import ImageSeries, SeriesError, spatial_shape
 
 OBJECTS_ROLE = "objects"  # the main widget's role name of the committed-objects layer
 DEFAULT_SAVE_SUBFOLDER = "icmformer-series"  # a folder of its own beside the images: nothing of theirs is touched
+PAINT_SAVE_MS = 800  # painted by hand: saved this long after the last stroke
 
 
 class SeriesSection:
@@ -38,6 +39,7 @@ class SeriesSection:
         self.waiting: dict[int, dict[tuple, tuple[CarriedExemplar, object]]] = {}
         self.worker = None
         self._bar: progress | None = None
+        self._paint_timer = None  # debounces saving after napari paint strokes
         self.folder = FileEdit(label="image folder", mode="d", value="")
         self.save_folder = FileEdit(label="autosave to", mode="d", value="")
         self.open_btn = PushButton(text="Open folder…")
@@ -178,6 +180,7 @@ class SeriesSection:
             return
         objects = self.w.layer(OBJECTS_ROLE, session)
         objects.data = series.objects(index, session.shape)
+        objects.events.paint.connect(self._painted)  # napari's brush / fill: saved once the strokes stop
         session.annotators.clear()  # they held the empty array's planes
         session.recalls.clear()
         for key, (exemplar, result) in self.waiting.pop(index, {}).items():
@@ -197,6 +200,15 @@ class SeriesSection:
         waiting = sorted(i + 1 for i in self.waiting)
         self.line.value = (f"{self.series.progress()} · {self.series.path.name}"
                            + (f" · proposals waiting on image(s) {', '.join(map(str, waiting))}" if waiting else ""))
+
+    def _painted(self, *_) -> None:
+        if self._paint_timer is None:
+            from qtpy.QtCore import QTimer  # noqa: PLC0415
+
+            self._paint_timer = QTimer()
+            self._paint_timer.setSingleShot(True)
+            self._paint_timer.timeout.connect(self.autosave)
+        self._paint_timer.start(PAINT_SAVE_MS)
 
     def autosave(self) -> None:
         """After a commit, accept or undo on the series image: its objects to the save folder."""

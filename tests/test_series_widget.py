@@ -195,3 +195,11 @@ def test_series_through_the_plugin_entry(make_napari_viewer, folder, tmp_path, t
     sec.next_btn.changed.emit(True)
     assert w.image_choice.value.name == "img_1.png" and [lay.name for lay in viewer.layers if
                                                           isinstance(lay, type(sec.layer))] == ["img_1.png"]
+
+
+def test_painting_by_hand_is_autosaved(pp_widget, folder, tmp_path, qtbot):  # noqa: F811
+    viewer, w, sec = _open(pp_widget, folder, tmp_path)
+    objects = w.layer("objects")
+    objects.paint((20, 20), 7)  # napari's brush, as a stroke does
+    qtbot.waitUntil(lambda: sec.series.store.saved(0) and sec.series.store.load(0).max() == 7, timeout=5000)
+    assert np.array_equal(sec.series.store.load(0), objects.data)
