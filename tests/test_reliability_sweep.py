@@ -10,7 +10,6 @@ table of every case and the count of defects; pytest runs each case as a test.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import pickle
@@ -537,8 +536,7 @@ CASES: list[Case] = [
     _train("--data-root is a file", lambda e: ["--datasets", "DSB2018", "--data-root", e["keep.txt"]],
            keep=("keep.txt",)),
     _train("dataset with no images", lambda e: ["--datasets", e["adir"]]),
-    dataclasses.replace(_train("--init-from is iCMFormer++ (sois task)", lambda e: ["--init-from", e["pp.pt"]]),
-                        known="Trainer.make_model loads any architecture (needs expect_arch='icmformer')"),
+    _train("--init-from is iCMFormer++ (sois task)", lambda e: ["--init-from", e["pp.pt"]]),
     _train("--init-from a zip", lambda e: ["--init-from", e["zip.pt"]]),
     _train("--max-side 1", lambda e: ["--max-side", "1"]),
     _train("--save-every -1", lambda e: ["--save-every", "-1"]),

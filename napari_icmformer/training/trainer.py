@@ -161,8 +161,8 @@ class Trainer:
 
     def make_model(self) -> torch.nn.Module:
         cfg = self.cfg
-        if cfg.init_from:
-            return load_model(cfg.init_from).train()
+        if cfg.init_from:  # an iCMFormer++ file here would fail at the first step, after the data loaded
+            return load_model(cfg.init_from, expect_arch="icmformer").train()
         return build_model(get_config(cfg.model, img_size=cfg.img_size, **cfg.model_overrides))
 
     def setup_sampling(self) -> None:
