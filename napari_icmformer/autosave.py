@@ -70,7 +70,8 @@ def label_bytes(labels: np.ndarray) -> bytes:
 
 class SeriesStore:
     """The save folder of one series (see the module docstring). ``images`` are the series'
-    files in order; reopening a folder with the same images resumes it."""
+    files in order; reopening a folder with the same images resumes it (images added to the
+    folder since come after the saved ones, so every saved index keeps its image)."""
 
     def __init__(self, folder: str | Path, images: list[Path], *, create: bool = True) -> None:
         self.folder = Path(folder).expanduser()
@@ -85,11 +86,15 @@ class SeriesStore:
         if manifest.is_file():
             data = read_manifest(self.folder)
             stored = [Path(p) for p in data["images"]]
-            if stored != self.images:
+            if not set(stored) <= set(self.images):
                 raise AutosaveError(f"{self.folder} holds another series ({len(stored)} images, the first "
                                     f"{stored[0].name}): choose an empty folder for this one, or open that "
                                     "series from its save folder")
+            grown = stored + [p for p in self.images if p not in set(stored)]  # images added since: at the end
+            self.images = grown
             self.current = min(max(int(data.get("current", 0)), 0), len(self.images) - 1)
+            if len(grown) > len(stored):
+                self._write_manifest()
         else:
             # no manifest: only an empty folder (or a manifest write killed half-way) is ours
             foreign = sorted(p.name for p in self.folder.iterdir() if p.name != f".{MANIFEST}.part") \

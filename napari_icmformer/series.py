@@ -83,7 +83,10 @@ class ImageSeries:
         """A folder or a list of files; with ``save_folder`` every change is saved there (and
         a folder that already holds this series resumes it)."""
         paths = list_images(source)
-        return cls(paths, None if save_folder is None else SeriesStore(save_folder, paths))
+        if save_folder is None:
+            return cls(paths)
+        store = SeriesStore(save_folder, paths)
+        return cls(store.images, store)  # a resumed series keeps its order, new images last
 
     @classmethod
     def resume(cls, save_folder: str | Path) -> "ImageSeries":

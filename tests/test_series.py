@@ -107,7 +107,12 @@ def test_autosave_and_resume_from_the_save_folder(tmp_path):
     again = ImageSeries.open(folder, save)
     assert again.index == 1
     with pytest.raises(AutosaveError, match="another series"):
-        ImageSeries.open(list_images(folder)[:2], save)
+        ImageSeries.open(list_images(folder)[:2], save)  # a saved image is missing from the list
+    # an image added to the folder later joins the series at the end; saved indices keep their image
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(folder / "img_00.png")  # sorts before img_0
+    grown = ImageSeries.open(folder, save)
+    assert [p.name for p in grown.paths] == ["img_0.png", "img_1.png", "img_2.png", "img_00.png"]
+    assert np.array_equal(grown.objects(1, (40, 50)), labels1) and ImageSeries.resume(save).paths == grown.paths
     import json
 
     coco = json.loads((save / "objects.json").read_text())
