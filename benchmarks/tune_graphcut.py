@@ -28,6 +28,8 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["COCO_Tiny_val"])
     p.add_argument("--checkpoint", default=None, help="default: the shipped iCMFormer")
     p.add_argument("--objects", type=int, default=40, help="objects per dataset (largest of each image)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="drop the first SKIP objects of each dataset (a second, disjoint sample to confirm a choice)")
     p.add_argument("--max-side", type=int, default=640)
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--pairwise", type=float, nargs="+", default=[2.0])
@@ -38,23 +40,26 @@ def main() -> None:
     p.add_argument("--feedback", nargs="+", default=["network"], choices=["network", "refined"])
     p.add_argument("--parts", nargs="+", default=["clicked"], choices=["clicked", "all"],
                    help="clicked: drop parts without a positive click (GraphCutConfig.drop_unclicked_parts)")
+    p.add_argument("--flip", nargs="+", default=["off"], choices=["off", "on"],
+                   help="PredictorConfig.flip: average the network over a horizontal flip")
     p.add_argument("--no-baseline", action="store_true", help="skip the refine='none' row")
     args = p.parse_args()
 
     objects = []
     for name in args.datasets:  # ValidationSet refuses the benchmarks
-        objects += ValidationSet.from_dataset(name, args.data_root, args.objects, args.max_side, 1024).objects
+        found = ValidationSet.from_dataset(name, args.data_root, args.skip + args.objects, args.max_side, 1024).objects
+        objects += found[args.skip:]
     model = Predictor.from_checkpoint(args.checkpoint).model
     configs: list[tuple[str, PredictorConfig]] = []
     if not args.no_baseline:
         configs.append(("none", PredictorConfig(device="cpu", refine="none")))
-    for lam, band, radius, fb, parts, colour in itertools.product(args.pairwise, args.band, args.click_radius,
-                                                                  args.feedback, args.parts, args.color):
+    for lam, band, radius, fb, parts, colour, flip in itertools.product(
+            args.pairwise, args.band, args.click_radius, args.feedback, args.parts, args.color, args.flip):
         gc = GraphCutConfig(pairwise=lam, band=band, click_radius=radius, feedback=fb,
                             drop_unclicked_parts=parts == "clicked", color=colour)
         configs.append((f"graphcut pairwise={lam:g} band={band:g} color={colour:g} r={radius:g} feedback={fb} "
-                        f"parts={parts}",
-                        PredictorConfig(device="cpu", graphcut=gc)))
+                        f"parts={parts} flip={flip}",
+                        PredictorConfig(device="cpu", graphcut=gc, flip=flip == "on")))
     k = args.max_clicks
     print(f"{len(objects)} objects from {args.datasets}, {k} clicks")
     print(f"| config | NoC@85 | NoC@90 | mIoU@1 | mIoU@5 | mIoU@10 | mIoU@{k} | worst drop | s/click |")

@@ -57,8 +57,10 @@ class GraphCutConfig:
     # weight of a colour model in the unary term (GrabCut's idea, Rother et al. 2004): smoothed
     # colour histograms of the object and of its surroundings, learnt from the pixels the
     # network is sure of (outside the free band) and the click disks; its log-likelihood ratio
-    # is added to the network's log-odds. 0 = the network alone decides the unary
-    color: float = 0.0
+    # is added to the network's log-odds. 0 = the network alone decides the unary. 0.3 won on
+    # two disjoint COCO_Tiny val samples (NoC@90 16.86 -> 16.32, mIoU@1 0.24 -> 0.29 over 67
+    # objects); 1.0 lost (the colours of cluttered scenes overlap)
+    color: float = 0.3
     # histogram bins per channel of the colour model
     color_bins: int = 16
 
