@@ -1,5 +1,5 @@
 """Choose the graph-cut refinement's weights on held-out *training-side* data (never GrabCut or
-Berkeley): the SOIS protocol (SPEC §4) on the largest object of each image, one model loaded
+Berkeley): the SOIS protocol (docs/protocols.md §4) on the largest object of each image, one model loaded
 once, every configuration on identical objects. Reports NoC@85/90, mIoU@k and the worst
 click-to-click drop of the mean curve (corrections should never make masks worse).
 

@@ -1,4 +1,4 @@
-"""Click simulation: the evaluation clicker of the benchmarks (SPEC §4) and training samplers."""
+"""Click simulation: the evaluation clicker of the benchmarks (docs/protocols.md §4) and training samplers."""
 
 from __future__ import annotations
 

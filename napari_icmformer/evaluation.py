@@ -1,4 +1,4 @@
-"""The SOIS benchmark protocol (SPEC §4) on any method with set_image / reset_object / predict."""
+"""The SOIS benchmark protocol (docs/protocols.md §4) on any method with set_image / reset_object / predict."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def click_session(
     start: np.ndarray | None = None,
     first_on: np.ndarray | None = None,
 ) -> Iterator[Step]:
-    """The benchmark user (SPEC §4), the one click loop of every protocol (SOIS, MOIS exemplar and
+    """The benchmark user (docs/protocols.md §4), the one click loop of every protocol (SOIS, MOIS exemplar and
     recall, annotate-all): up to ``max_clicks`` turns, each the clicker's next click on the error
     between the current mask and ``gt``; ``respond(clicks)`` gives the mask after them.
 

@@ -14,7 +14,7 @@ zoom-in window): squeezed into one 448² view when it fits, else in 448² tiles 
 The exemplar branch sees the exemplar mask and its clicks (those inside the pasted patch in such
 a tile), computed once per exemplar. The recall branch sees the recall clicks plus the exemplar's *true* negatives;
 exemplar negatives that land on the current recall prediction are *pseudo* negatives (they sit
-on another object of the category, SPEC §2) and are not fed to the recall branch.
+on another object of the category, docs/protocols.md §2) and are not fed to the recall branch.
 """
 
 from __future__ import annotations

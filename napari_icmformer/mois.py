@@ -70,7 +70,7 @@ def dios_clicks(mask: np.ndarray, rng: np.random.Generator, n_clicks: int | None
                 min_dist: float = 40, margin: float = 20, max_clicks: int = 20) -> Clicks:
     """Simulated exemplar clicks, DIOS style: the first positive at the object's centre, then
     positives inside and negatives around it, ≥ ``min_dist`` apart and ≥ ``margin`` from the
-    object's border — distances scaled down for images smaller than 480 px (SPEC §3).
+    object's border — distances scaled down for images smaller than 480 px (docs/protocols.md §3).
     ``n_clicks`` (1–20) defaults to a random count."""
     mask = np.asarray(mask, bool)
     if not mask.any():

@@ -9,7 +9,7 @@ import torch.nn as nn
 class NormalizedFocalLoss(nn.Module):
     """Focal loss whose per-image focal weights are rescaled to sum to the number of pixels.
 
-    alpha 0.5, gamma 2 (SPEC §3). Pixels equal to ``ignore_label`` in the target do not count.
+    alpha 0.5, gamma 2 (docs/protocols.md §3). Pixels equal to ``ignore_label`` in the target do not count.
     Returns the mean over the batch of each image's normalised loss.
     """
 

@@ -1,4 +1,4 @@
-"""The official iCMFormer ViT-B/448 state-dict layout, written out from SPEC §1 (key families,
+"""The official iCMFormer ViT-B/448 state-dict layout, written out from docs/protocols.md §1 (key families,
 shapes and counts), independent of our module code, so a test can load such a file."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from src_models import create_model, list_models
 from tests.conftest import tiny_model
 from tests.official_layout import official_vit_base_shapes, random_official_state_dict
 
-OFFICIAL_TOTAL = 126_380_841  # SPEC §1: every official key
+OFFICIAL_TOTAL = 126_380_841  # docs/protocols.md §1: every official key
 
 
 def test_official_layout_table_matches_spec_count():

@@ -185,7 +185,7 @@ def make_training_sample(
     img, m = copy_paste(pool, obj_index, img, m, size, rng, copy_paste_prob)
     if rng.random() < 0.5:
         img, m = img.flip(-1), m.flip(-1)
-    # colour: brightness / contrast and an RGB shift (SPEC §3)
+    # colour: brightness / contrast and an RGB shift (docs/protocols.md §3)
     img = (img - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.15, 0.15)
     img = img + torch.from_numpy(rng.uniform(-0.06, 0.06, size=(3, 1, 1))).float()
     img = img.clamp(0, 1)
