@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 ARCHS = ("icmformer", "icmformer_pp")
@@ -74,8 +74,6 @@ def check_model_config(cfg: "ModelConfig") -> None:
     object.__setattr__(cfg, "eim_scales", tuple(scales))
     if not isinstance(cfg.eim_backbone, str) or not cfg.eim_backbone:
         raise ValueError(f"model config eim_backbone must be a timm model name, got {cfg.eim_backbone!r}")
-    if not isinstance(cfg.extra, dict):
-        raise ValueError(f"model config extra must be a mapping, got {type(cfg.extra).__name__}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,6 @@ class ModelConfig:
     eim_out_index: int = 4
     use_eim: bool = True  # False: the paper's Table 5 ablation without the Exemplar-Informed Module
     eq3_dropout: float = 0.1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_model_config(self)
@@ -134,6 +131,10 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         if not isinstance(data, dict):
             raise ValueError(f"a model config is a mapping of field names to values, got {type(data).__name__}")
+        if "extra" in data:  # older files carry the unused, always empty "extra": read, then dropped
+            if not isinstance(data["extra"], dict):
+                raise ValueError(f"model config extra must be a mapping, got {type(data['extra']).__name__}")
+            data = {k: v for k, v in data.items() if k != "extra"}
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:

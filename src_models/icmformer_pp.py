@@ -114,6 +114,19 @@ class ExemplarInformedModule(nn.Module):
         return self.guide(g).permute(0, 2, 3, 1)
 
 
+@dataclass
+class RecallImageFeatures:
+    """What a branch caches per image (the recall branch, once per image or tile): the S1 image
+    map and every cross block's K/V, as :class:`~src_models.icmformer.ImageFeatures` for SOIS."""
+
+    x: torch.Tensor  # (B, h, w, C) image tokens after S1
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def to(self, *args, **kwargs) -> "RecallImageFeatures":
+        return RecallImageFeatures(self.x.to(*args, **kwargs),
+                                   [(k.to(*args, **kwargs), v.to(*args, **kwargs)) for k, v in self.kv])
+
+
 class Branch(nn.Module):
     """An iCMFormer front end: patch embeddings, S1 and the cross-modality blocks."""
 
@@ -123,14 +136,15 @@ class Branch(nn.Module):
         self.patch_embed_coords = make_patch_embed(cfg, in_chans=3)
         self.backbone = ViTBackbone(cfg.replace(depth=cfg.split_depth))
 
-    def encode_image(self, image_n: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def encode_image(self, image_n: torch.Tensor) -> RecallImageFeatures:
         bb = self.backbone
         x = bb.run_s1(bb.embed(bb.patch_embed, image_n))
-        return x, [blk.image_kv(x, self.cfg.window_size) for blk in bb.blocks2]
+        return RecallImageFeatures(x, [blk.image_kv(x, self.cfg.window_size) for blk in bb.blocks2])
 
     def forward(self, image_n: torch.Tensor | None, maps: torch.Tensor,
-                cached: tuple[torch.Tensor, list] | None = None) -> torch.Tensor:
-        x, kvs = cached if cached is not None else self.encode_image(image_n)
+                cached: RecallImageFeatures | None = None) -> torch.Tensor:
+        feats = cached if cached is not None else self.encode_image(image_n)
+        x, kvs = feats.x, feats.kv
         n = maps.shape[0]
         if x.shape[0] == 1 and n > 1:
             x = x.expand(n, -1, -1, -1)
@@ -187,12 +201,12 @@ class ExemplarFeatures:
 
 
 class ICMFormerPP(nn.Module):
-    def __init__(self, cfg: ModelConfig, use_eim: bool | None = None) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.exemplar_branch = Branch(cfg)
         self.recall_branch = Branch(cfg)
-        self.eim = ExemplarInformedModule(cfg) if (cfg.use_eim if use_eim is None else use_eim) else None
+        self.eim = ExemplarInformedModule(cfg) if cfg.use_eim else None
         self.eq3 = Eq3Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.eq3_dropout, cfg.norm_eps)
         self.fusion = ChannelFusion(cfg.embed_dim)
         self.neck = SimpleFPN(cfg.embed_dim, cfg.neck_dims)
@@ -210,10 +224,11 @@ class ICMFormerPP(nn.Module):
         guide = self.eim(image_n, exemplar_maps[:, :1], (f_e.shape[1], f_e.shape[2])) if self.eim else None
         return ExemplarFeatures(f_e, guide)
 
-    def encode_recall_image(self, image: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def encode_recall_image(self, image: torch.Tensor) -> RecallImageFeatures:
+        """The recall branch's image-only part: cache it per image, pass it to :meth:`decode`."""
         return self.recall_branch.encode_image(self.normalize(image))
 
-    def decode(self, ex: ExemplarFeatures, recall_image: tuple[torch.Tensor, list], recall_maps: torch.Tensor,
+    def decode(self, ex: ExemplarFeatures, recall_image: RecallImageFeatures, recall_maps: torch.Tensor,
                size: tuple[int, int]) -> torch.Tensor:
         f_r = self.recall_branch(None, recall_maps, cached=recall_image)
         f_r = self.eq3(f_r, ex.exemplar, ex.guide)

@@ -113,3 +113,21 @@ def test_default_checkpoint_loads_or_fails_clearly():
         model = load_model(path)
         assert model.cfg.arch == "icmformer"
         assert np.isfinite(sum(float(p.abs().sum()) for p in model.parameters()))
+
+
+def test_files_with_the_legacy_empty_extra_config_field_still_load(tmp_path):
+    """Files written before ``ModelConfig.extra`` went carry ``"extra": {}`` in their config (the
+    shipped weights, running trainings' checkpoints): they load, and the payload layout is kept."""
+    model = tiny_model(seed=2)
+    path = save_checkpoint(tmp_path / "new.pt", model, extra={"step": 3})
+    payload = torch.load(path, weights_only=True)
+    assert set(payload) == {"format", "version", "config", "state_dict", "extra"}
+    assert payload["format"] == "napari-icmformer" and payload["version"] == 1
+    payload["config"]["extra"] = {}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.cfg == model.cfg and _same_weights(model, loaded) and loaded.checkpoint_extra == {"step": 3}
+    payload["config"]["extra"] = [1]
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="extra must be a mapping"):
+        load_model(tmp_path / "bad.pt")
