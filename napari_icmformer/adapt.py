@@ -63,6 +63,7 @@ class AdaptConfig:
     mois_share: float = 0.4  # of the time, for iCMFormer++
     held_out: float = 0.25  # share of each image's objects held out to score
     lr: float = 2e-4
+    warmup: int = 0  # steps of linear warm-up (a fresh AdamW's first steps move every weight by ~lr)
     mois_lr: float = 1e-4
     batch_size: int = 8
     mois_batch_size: int = 4
@@ -243,7 +244,7 @@ def _make_trainer(cls, checkpoint: str, pool: ObjectPool, cfg: AdaptConfig, run_
     img_size = load_model(checkpoint).cfg.img_size
     tc = TrainConfig(init_from=checkpoint, img_size=img_size, val_dataset=None, out_dir=run_dir,
                      batch_size=cfg.mois_batch_size if mois else cfg.batch_size,
-                     lr=cfg.mois_lr if mois else cfg.lr, warmup=0, iterations=1000,
+                     lr=cfg.mois_lr if mois else cfg.lr, warmup=cfg.warmup, iterations=1000,
                      max_iter_clicks=cfg.max_iter_clicks, copy_paste=cfg.copy_paste, device=cfg.device,
                      seed=cfg.seed, max_side=cfg.max_side)
     trainer = cls(tc, pool)
