@@ -80,7 +80,7 @@ def check_model_config(cfg: "ModelConfig") -> None:
 class ModelConfig:
     """Everything needed to rebuild an iCMFormer / iCMFormer++ network.
 
-    Defaults are the official ``icmformer_plainvit_base448`` model (SPEC §1).
+    Defaults are the official ``icmformer_plainvit_base448`` model (docs/protocols.md §1).
     """
 
     arch: str = "icmformer"  # "icmformer" (SOIS) or "icmformer_pp" (MOIS)
@@ -106,7 +106,7 @@ class ModelConfig:
     eim_backbone: str = "resnet18"
     eim_dim: int = 256
     eim_scales: tuple[float, ...] = (0.8, 1.0, 1.2)
-    # which ResNet stage feeds the EIM: 4 (stride 32, the whole ResNet-18: SPEC §2's count) or 3
+    # which ResNet stage feeds the EIM: 4 (stride 32, the whole ResNet-18: docs/protocols.md §2) or 3
     # (stride 16, 2.8 M instead of 11.2 M parameters: keeps a shipped ViT-Tiny model under 40 MB)
     eim_out_index: int = 4
     use_eim: bool = True  # False: the paper's Table 5 ablation without the Exemplar-Informed Module

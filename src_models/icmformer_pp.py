@@ -1,6 +1,6 @@
 """iCMFormer++ (MOIS): segment every object of the exemplar's category.
 
-Working reading of the paper (SPEC §2), which reproduces its parameter count at ViT-B/448:
+Working reading of the paper (docs/protocols.md §2), which reproduces its parameter count at ViT-B/448:
 * two iCMFormer front ends with their own weights — the exemplar branch (image + exemplar mask +
   exemplar clicks) and the recall branch (image + previous recall mask + recall clicks) — each
   patch embeddings, S1 (6 blocks, on image and click streams separately) and 3 cross-modality
