@@ -90,13 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"adapted in {adapt_cpu:.0f} CPU s ({adapt_wall:.0f} wall s): "
           f"SOIS {result.report['sois']['steps']} steps (best {result.report['sois']['best_step']}), "
           f"MOIS {result.report['mois'].get('steps')} steps (best {result.report['mois'].get('best_step')})")
-    base_path = args.out / f"{name}_before_seed{args.seed}_n{len(others)}.json"
-    if base_path.is_file():  # the shipped models' scores do not depend on the recipe
-        before = json.loads(base_path.read_text())
-    else:
-        before = score_images(load_model(DEFAULTS["sois"]), load_model(DEFAULTS["mois"]), ds, others,
-                              args.objects_per_image, args.max_clicks, args.seed)
-        base_path.write_text(json.dumps(before, indent=1))
+    # scored in this process, beside the adapted models: the engine's defaults (refinement,
+    # recall views) are read once, so before and after always share them
+    before = score_images(load_model(DEFAULTS["sois"]), load_model(DEFAULTS["mois"]), ds, others,
+                          args.objects_per_image, args.max_clicks, args.seed)
     mois_after = result.mois_model if result.mois_model is not None else load_model(DEFAULTS["mois"])
     after = score_images(result.sois_model, mois_after, ds, others, args.objects_per_image, args.max_clicks,
                          args.seed)
