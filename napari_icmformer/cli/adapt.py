@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..adapt import MOIS_FILE, REPORT_FILE, SOIS_FILE, AdaptCancelled, AdaptConfig, AdaptProgress, adapt, summary_line
 from ..adapt_data import AdaptInputError, read_coco, read_label_images, split_objects
 from ..checkpoints import CheckpointError, load_model
-from ._args import OneLineParser, fail, float_in, output_folder
+from ._args import OneLineParser, fail, float_in, int_in, output_folder
 
 PROG = "icmformer-adapt"
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=float_in(0, 1, low_open=True, high_open=True), default=AdaptConfig.held_out,
                    help="share of each image's objects held out to score (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     return p
 
 
