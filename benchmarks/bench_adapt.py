@@ -31,7 +31,7 @@ from napari_icmformer.data import open_dataset
 from napari_icmformer.engine import Predictor, PredictorConfig
 from napari_icmformer.evaluation import evaluate_object
 from napari_icmformer.evaluation_mois import evaluate_mois_target, target_seed
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from napari_icmformer.metrics import summarize
 from napari_icmformer.mois import build_mois_targets
 from napari_icmformer.weights import DEFAULTS
@@ -41,7 +41,7 @@ def score_images(sois_model, mois_model, ds, indices, objects_per_image: int, ma
                  min_area: int = 30) -> dict[str, float]:
     """SOIS and Find-similar scores of two models on the images ``indices`` of ``ds``."""
     predictor = Predictor(sois_model, PredictorConfig(device="cpu"))
-    recaller = ExemplarPredictor(mois_model, PredictorConfig(device="cpu"))
+    recaller = ExemplarPredictor(mois_model, RecallConfig(device="cpu"))
     curves, f1, cat_iou = [], [], []
     for i in tqdm(indices, desc="scoring", leave=False):
         sample = ds[i]

@@ -22,9 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from napari_icmformer.data.readers import open_dataset
-from napari_icmformer.engine import PredictorConfig
 from napari_icmformer.evaluation_mois import target_seed
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from napari_icmformer.metrics import instance_f1
 from napari_icmformer.mois import build_mois_targets, dios_clicks
 
@@ -72,7 +71,7 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None, help="iCMFormer++ checkpoint (default: the shipped one)")
     p.add_argument("--out", type=Path, default=None, help="folder for per_image.json")
     args = p.parse_args()
-    recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, PredictorConfig(device="cpu"))
+    recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, RecallConfig(device="cpu"))
     rows = []
     for name in args.datasets:
         rows += run(recaller, name, args.data_root, args.limit)

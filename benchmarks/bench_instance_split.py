@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from napari_icmformer.data.readers import open_dataset
 from napari_icmformer.evaluation_mois import target_seed
-from napari_icmformer.exemplar import ExemplarPredictor, split_height, split_instances
+from napari_icmformer.exemplar import ExemplarPredictor
 from napari_icmformer.metrics import instance_f1
 from napari_icmformer.mois import build_mois_targets, dios_clicks
+from napari_icmformer.postprocess import split_height, split_instances
 
 
 def height(spec: str, exemplar: np.ndarray) -> float | None:

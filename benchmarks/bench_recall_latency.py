@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from skimage import data, filters, measure
 
-from napari_icmformer.engine import PredictorConfig
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from src_models import Clicks
 
 
@@ -49,7 +48,7 @@ def main() -> None:
     print("| view | tiles | find similar (ms) | cached click (ms) | uncached click (ms) | cached/uncached |")
     print("|---|---|---|---|---|---|")
     for view in args.views:
-        rec = ExemplarPredictor.from_checkpoint(None, PredictorConfig(device=args.device, recall_view=view))
+        rec = ExemplarPredictor.from_checkpoint(None, RecallConfig(device=args.device, view=view))
         t = time.perf_counter()
         rec.set_image(image)
         rec.set_exemplar(exemplar, Clicks().add(cy, cx))
@@ -63,7 +62,7 @@ def main() -> None:
             rec.recall(c, first.prob)
             cached.append(time.perf_counter() - t)
             t = time.perf_counter()
-            rec.recall(c, first.prob, use_cache=False)
+            rec._reference_recall(c, first.prob)
             uncached.append(time.perf_counter() - t)
         mc, mu = statistics.median(cached), statistics.median(uncached)
         print(f"| {view}² | {first.tiles} | {find * 1e3:.0f} | {mc * 1e3:.0f} | {mu * 1e3:.0f} | {mc / mu:.2f} |",

@@ -20,21 +20,20 @@ import numpy as np
 from tqdm import tqdm
 
 from napari_icmformer.data.readers import open_dataset
-from napari_icmformer.engine import PredictorConfig
 from napari_icmformer.evaluation_mois import target_seed
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from napari_icmformer.metrics import instance_f1, iou
 from napari_icmformer.mois import build_mois_targets, dios_clicks
 from napari_icmformer.recall_views import TilingConfig
 
 
-def make_config(spec: str, device: str) -> PredictorConfig:
+def make_config(spec: str, device: str) -> RecallConfig:
     if spec == "squeeze":
-        return PredictorConfig(device=device, recall_tiling=TilingConfig(enabled=False))
+        return RecallConfig(device=device, tiling=TilingConfig(enabled=False))
     if spec.startswith("tile"):
         scale = spec.partition(":")[2]
         tiling = TilingConfig(max_scale=float(scale)) if scale else TilingConfig()
-        return PredictorConfig(device=device, recall_tiling=tiling)
+        return RecallConfig(device=device, tiling=tiling)
     raise SystemExit(f"unknown config {spec!r}: use squeeze, tile or tile:S")
 
 
@@ -47,7 +46,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--device", default="auto")
     args = p.parse_args()
-    model = ExemplarPredictor.from_checkpoint(args.checkpoint, PredictorConfig(device=args.device)).model
+    model = ExemplarPredictor.from_checkpoint(args.checkpoint, RecallConfig(device=args.device)).model
     recallers = {c: ExemplarPredictor(model, make_config(c, args.device)) for c in args.configs}
     print("| dataset | config | targets | tiles (mean) | IoU@0 | F1@0 | s / find similar |")
     print("|---|---|---|---|---|---|---|")

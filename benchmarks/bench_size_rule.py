@@ -3,7 +3,7 @@
 For each fraction f: the share of ground-truth objects under f x their exemplar's area (what the
 rule would wrongly drop from a perfect proposal), and the object F1 (IoU > 0.5) of the shipped
 iCMFormer++ proposal from a golden exemplar (the k = 0 mask of ``icmformer-eval --task mois``:
-same targets, same DIOS exemplar clicks) with the rule at f. ``PredictorConfig.recall_min_area``
+same targets, same DIOS exemplar clicks) with the rule at f. ``RecallConfig.min_area``
 is chosen here, on training splits only::
 
     python benchmarks/bench_size_rule.py --data-root ../shared/data --datasets "DSB2018[:50]" "MoNuSeg[56:]"
@@ -17,12 +17,11 @@ import numpy as np
 from tqdm import tqdm
 
 from napari_icmformer.data.readers import open_dataset
-from napari_icmformer.engine import PredictorConfig
 from napari_icmformer.evaluation_mois import target_seed
-from napari_icmformer.exemplar import ExemplarPredictor, split_height
-from napari_icmformer.instances import click_instances
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from napari_icmformer.metrics import instance_f1
 from napari_icmformer.mois import build_mois_targets, dios_clicks
+from napari_icmformer.postprocess import click_instances, split_height
 from src_models import Clicks
 
 
@@ -34,7 +33,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--checkpoint", default=None, help="iCMFormer++ checkpoint (default: the shipped one)")
     args = p.parse_args()
-    recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, PredictorConfig(device="cpu"))
+    recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, RecallConfig(device="cpu"))
     print("| dataset | targets | GT objects | row | " + " | ".join(f"f={f}" for f in args.fractions) + " |")
     print("|---|---|---|---|" + "---|" * len(args.fractions))
     for name in args.datasets:
@@ -55,7 +54,7 @@ def main() -> None:
                 clicks = dios_clicks(target.exemplar, np.random.default_rng(target_seed(0, i, t_index)))
                 recaller.set_exemplar(target.exemplar, clicks)
                 mask = recaller.recall().mask
-                h = split_height(target.exemplar, PredictorConfig.split_h_per_radius)
+                h = split_height(target.exemplar, recaller.config.split_h_per_radius)
                 f1.append([instance_f1(click_instances(mask, Clicks(), h, max(16.0, f * area))[0],
                                        target.instances, ignore=target.ignore) for f in args.fractions])
         share = np.sum(lost, axis=0) / max(n_objects, 1)

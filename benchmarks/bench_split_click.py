@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from napari_icmformer.clicking import first_eval_click
 from napari_icmformer.data.readers import open_dataset
-from napari_icmformer.exemplar import split_height, split_instances, split_off_click
 from napari_icmformer.metrics import iou
 from napari_icmformer.mois import build_mois_targets
+from napari_icmformer.postprocess import split_height, split_instances, split_off_click
 
 
 def matched(piece_labels: np.ndarray, gts: list[np.ndarray]) -> int:

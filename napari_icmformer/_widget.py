@@ -17,7 +17,7 @@ proposal that holds several objects splits it, cutting the clicked object out of
 neighbours (on one right object it usually changes nothing); a negative click removes the whole
 proposal under it (also when the network only bit a hole where you clicked; a proposal beside
 the click is left alone), and it stays removed until a positive click on it; proposals smaller
-than PredictorConfig.recall_min_area (0.15) x the exemplar's area are specks and are not shown,
+than RecallConfig.min_area (0.15) x the exemplar's area are specks and are not shown,
 unless you click on them. A click changes only the proposals under it. Undo steps back through
 recall clicks and accepts.
 Predictions run on a napari thread worker; a newer click supersedes a running one.
@@ -45,13 +45,13 @@ from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
 from ._series_widget import SeriesSection
-from .annotator import Annotator, RecallAnnotator, RecallJob, drop_committed
+from .annotator import Annotator, RecallAnnotator, RecallJob
 from .carry import set_exemplar_for
 from .engine import Predictor, PredictorConfig
-from .exemplar import ExemplarPredictor, RecallResult
+from .exemplar import ExemplarPredictor, RecallConfig, RecallResult
 from .object_files import ObjectFileError, check_target, write_objects
 
-__all__ = ["SegmentationWidget", "drop_committed"]
+__all__ = ["SegmentationWidget"]
 
 POSITIVE, NEGATIVE, CURRENT, OBJECTS, PROPOSALS = (
     "positive clicks", "negative clicks", "current object", "objects", "proposals")
@@ -541,7 +541,7 @@ class SegmentationWidget(Container):
         ckpt = str(self.mois_checkpoint.value) if str(self.mois_checkpoint.value) not in ("", ".") else None
         key = (ckpt, self.device.value)
         if self._recaller is None or key != self._recaller_key:
-            cfg = PredictorConfig(device=self.device.value, threshold=self.threshold.value)
+            cfg = RecallConfig(device=self.device.value, threshold=self.threshold.value)
             self._recaller = ExemplarPredictor.from_checkpoint(Path(ckpt) if ckpt else None, cfg)
             self._recaller_key = key
         return self._recaller

@@ -37,7 +37,7 @@ from .data.readers import LabelMasks
 from .engine import Predictor, PredictorConfig
 from .evaluation import evaluate_object
 from .evaluation_mois import evaluate_mois_target, target_seed
-from .exemplar import ExemplarPredictor
+from .exemplar import ExemplarPredictor, RecallConfig
 from .metrics import summarize
 from .mois import MoisTarget
 from .training.dataset import ObjectPool
@@ -208,7 +208,7 @@ def score_mois(model: torch.nn.Module, targets: list[tuple[np.ndarray, MoisTarge
                should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Find similar's object F1 (IoU > 0.5) and category IoU from a golden exemplar, no click."""
     was_training = model.training
-    recaller = ExemplarPredictor(model.eval(), PredictorConfig(device=device, precision="fp32"))
+    recaller = ExemplarPredictor(model.eval(), RecallConfig(device=device, precision="fp32"))
     f1, ious = [], []
     for image, target, seed in targets:
         _check_stop(should_stop)
@@ -242,7 +242,8 @@ def _freeze_front_end(model: torch.nn.Module) -> int:
 
 def _make_trainer(cls, checkpoint: str, pool: ObjectPool, cfg: AdaptConfig, run_dir: str, mois: bool) -> Trainer:
     img_size = load_model(checkpoint).cfg.img_size
-    tc = TrainConfig(init_from=checkpoint, img_size=img_size, val_dataset=None, out_dir=run_dir,
+    tc = TrainConfig(task="mois" if mois else "sois", init_from=checkpoint, img_size=img_size, val_dataset=None,
+                     out_dir=run_dir,
                      batch_size=cfg.mois_batch_size if mois else cfg.batch_size,
                      lr=cfg.mois_lr if mois else cfg.lr, warmup=cfg.warmup, iterations=1000,
                      max_iter_clicks=cfg.max_iter_clicks, copy_paste=cfg.copy_paste, device=cfg.device,

@@ -21,7 +21,9 @@ import numpy as np
 from src_models import Clicks
 from src_models.clicks import on_image
 
+from .postprocess import drop_committed
 from .recall_views import Box, mask_box
+from .runtime import DEFAULT_THRESHOLD
 
 DEFAULT_UNDO_BYTES = 256 * 2**20
 
@@ -113,7 +115,7 @@ class Annotator:
     same id on two slices as one object).
     """
 
-    def __init__(self, shape: tuple[int, int], threshold: float = 0.49, objects: np.ndarray | None = None,
+    def __init__(self, shape: tuple[int, int], threshold: float = DEFAULT_THRESHOLD, objects: np.ndarray | None = None,
                  *, next_id: Callable[[], int] | None = None, max_undo_bytes: int = DEFAULT_UNDO_BYTES) -> None:
         self.shape = tuple(shape)
         if len(self.shape) != 2 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in self.shape):
@@ -358,22 +360,3 @@ class RecallAnnotator:
         ids = self.annotator.commit_labels(proposals)
         self.stop()
         return ids
-
-
-def drop_committed(instances: np.ndarray, objects: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
-    """Proposals minus what is already committed: instances mostly covered by existing objects
-    (e.g. the exemplar itself) are dropped, the rest lose their overlapping pixels."""
-    instances = np.asarray(instances)
-    taken = objects > 0
-    out = np.where(taken, 0, instances).astype(np.int32)
-    n = int(instances.max()) if instances.size else 0
-    if n == 0:
-        return out
-    total = np.bincount(instances.ravel(), minlength=n + 1)
-    covered = np.bincount(instances[taken].ravel(), minlength=n + 1)
-    drop = np.nonzero(covered > max_overlap * np.maximum(total, 1))[0]
-    drop = drop[drop > 0]
-    if len(drop):
-        out[np.isin(out, drop)] = 0
-    return out
-

@@ -18,27 +18,29 @@ import torch
 import torch.nn.functional as F
 
 from src_models import Clicks, ICMFormer, ImageFeatures, coord_maps
-from src_models.clicks import clicks_to_tensor, on_image
+from src_models.clicks import clicks_to_tensor
 
 from .checkpoints import load_model
 from .image import to_rgb01
-from .recall_views import Box, TilingConfig
+from .recall_views import Box
 from .refine import GraphCutConfig, graphcut_refine
+from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_prev_mask, check_threshold, resolve_runtime
 from .weights import default_checkpoint
 
 
 @dataclass
 class PredictorConfig:
-    """Inference options. Zoom-In as in RITM / SimpleClick: crop around the current object
-    (expanded ×1.4, at least 200 px), kept while clicks stay inside it and its box IoU with the
-    new object box stays ≥ 0.5, so the cached crop features are reused."""
+    """iCMFormer inference options (Find similar's are ``exemplar.RecallConfig``). Zoom-In as in
+    RITM / SimpleClick: crop around the current object (expanded ×1.4, at least 200 px), kept
+    while clicks stay inside it and its box IoU with the new object box stays ≥ 0.5, so the
+    cached crop features are reused."""
 
     zoom_in: bool = True
     zoom_expansion: float = 1.4
     zoom_min_crop: int = 200
     zoom_recompute_iou: float = 0.5
     flip: bool = False
-    threshold: float = 0.49
+    threshold: float = DEFAULT_THRESHOLD
     device: str = "auto"
     precision: str = "auto"  # "fp32", "fp16", "bf16"; auto = fp32 on CPU, fp16 on CUDA
     cache_size: int = 4  # views (whole image / zoom crops) whose features are kept
@@ -46,28 +48,6 @@ class PredictorConfig:
     # the first click sees a window of this size around the clicks, later clicks zoom in
     max_view: int = 1024
     image_cache: int = 8  # images (e.g. slices of a stack) whose features stay cached by key
-    # iCMFormer++ runs on the whole image (its objects are everywhere) at this square view size;
-    # None = the model's training size. 448 beats 224 for the shipped 224² default on held-out
-    # nuclei and COCO (BENCHMARKS.md, "MOIS view size"): small objects need the pixels.
-    recall_view: int | None = 448
-    # what a recall click may change: "local" = only the objects (connected components of the
-    # previous or new category mask) under the click, so a click never drops objects elsewhere;
-    # "global" = the model's whole new mask (the paper's protocol). BENCHMARKS.md compares them.
-    recall_update: str = "local"
-    # images larger than recall_view are cut into recall_view tiles at one scale instead of
-    # being squeezed whole (small objects keep their pixels; BENCHMARKS.md, "Large images")
-    recall_tiling: TilingConfig = field(default_factory=TilingConfig)
-    # instance split of the recall mask: the watershed markers must stand out by
-    # h = max(1 px, split_h_per_radius x the exemplar's radius), so big objects (people, cars)
-    # are not cut at every bump of their outline while small nuclei still separate
-    # (BENCHMARKS.md, "Instances": 0.1 keeps nuclei at the 1 px floor, PennFudanPed GT F1 0.32 -> 0.88)
-    split_h_per_radius: float = 0.1
-    # Find-similar size rule: a proposal smaller than this x the exemplar's area is a speck and
-    # is not proposed (unless a positive click is on it). Chosen on training splits with
-    # benchmarks/bench_size_rule.py (golden exemplar, no click): 0.15 lifts the proposals' object
-    # F1 0.640 -> 0.651 (DSB2018[:50]) and 0.442 -> 0.463 (MoNuSeg[56:]); 0.2 and above lose on
-    # DSB2018, whose nuclei vary most (4.7 % of its GT nuclei are under 0.15 x a random exemplar)
-    recall_min_area: float = 0.15
     # after the network: "graphcut" = a min-cut on the view that keeps every click (positive
     # disks in, negative out) and follows the image's edges (refine.py); "none" = the network's
     # probability as it is
@@ -79,37 +59,7 @@ class PredictorConfig:
             raise ValueError(f"PredictorConfig.refine must be 'graphcut' or 'none', got {self.refine!r}")
         if not isinstance(self.graphcut, GraphCutConfig):
             raise ValueError("PredictorConfig.graphcut must be a GraphCutConfig")
-        if not (0.0 < float(self.threshold) < 1.0):
-            raise ValueError(f"PredictorConfig.threshold must be in (0, 1), got {self.threshold!r}")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU; asking for a missing one is an error."""
-    name = name.lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' requested but Apple MPS is not available on this machine")
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
-    return torch.device(name)
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if precision not in table:
-        raise ValueError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
-    if device.type == "cpu" and precision != "fp32":
-        raise ValueError("fp16/bf16 inference is for GPUs; use fp32 on the CPU")
-    return table[precision]
+        check_threshold("PredictorConfig", self.threshold)
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -148,59 +98,12 @@ def click_window(clicks: Clicks, shape: tuple[int, int], size: int, expansion: f
     return expanded_box(ys, xs, shape, expansion, size)
 
 
-def check_clicks(clicks: Clicks, shape: tuple[int, int]) -> None:
-    if not isinstance(clicks, Clicks):
-        raise TypeError(f"clicks must be a src_models.Clicks (e.g. Clicks().add(y, x)), got {type(clicks).__name__}")
-    h, w = shape
-    for c in clicks:
-        if not (np.isfinite(c.y) and np.isfinite(c.x)):
-            raise ValueError(f"click {c.index} has a non-finite position ({c.y}, {c.x})")
-        if not on_image(c.y, c.x, (h, w)):
-            raise ValueError(f"click {c.index} at (y={c.y:g}, x={c.x:g}) is outside the image of "
-                             f"height {h} and width {w}")
-
-
-def check_prev_mask(prev_mask: object, shape: tuple[int, int]) -> np.ndarray | None:
-    """The previous prediction as float32 probabilities in [0, 1], or a clear error.
-
-    The network was trained on probabilities: a 0/255 mask (a saved PNG) would be fed as 255 and
-    NaN spreads to every output pixel, both silently. Booleans and 0/1 or 0/255 integer masks are
-    read as binary masks; anything else that is not a finite probability is refused.
-    """
-    if prev_mask is None:
-        return None
-    arr = np.asarray(prev_mask)
-    if arr.shape != shape:
-        raise ValueError(f"prev_mask shape {arr.shape} does not match the image {shape}")
-    if arr.dtype == bool:
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):
-        values = np.unique(arr)
-        if np.isin(values, (0, 1)).all():
-            return arr.astype(np.float32)
-        if np.isin(values, (0, 255)).all():
-            return (arr == 255).astype(np.float32)
-        raise ValueError("an integer prev_mask must be a binary mask (0/1 or 0/255), got values "
-                         f"{values[:5].tolist()}{' …' if len(values) > 5 else ''}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"prev_mask must be probabilities or a boolean mask, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"prev_mask holds {int((~np.isfinite(arr)).sum())} NaN or infinite values")
-    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
-    if lo < -1e-3 or hi > 1.0 + 1e-3:  # blending and resizing may round a little past [0, 1]
-        raise ValueError(f"prev_mask must be probabilities in [0, 1], got values from {lo:g} to {hi:g} "
-                         "(a 0/255 mask: pass it as uint8 or bool)")
-    return np.clip(arr, 0.0, 1.0, out=arr)
-
-
 class Predictor:
     """Holds a model, the current image and the per-view feature cache."""
 
     def __init__(self, model: ICMFormer, config: PredictorConfig | None = None) -> None:
         self.config = config or PredictorConfig()
-        self.device = resolve_device(self.config.device)
-        self.dtype = resolve_dtype(self.config.precision, self.device)
+        self.device, self.dtype = resolve_runtime(self.config.device, self.config.precision)
         self.model = model.to(self.device).eval()
         self.size = model.cfg.img_size
         self._image: torch.Tensor | None = None  # (1, 3, H, W) float32 on device
@@ -281,8 +184,7 @@ class Predictor:
         return feats
 
     def _autocast(self):
-        enabled = self.dtype != torch.float32
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
+        return autocast(self.device, self.dtype)
 
     # -- clicks -----------------------------------------------------------------------------
     def choose_view(self, clicks: Clicks, prev_mask: np.ndarray | None) -> Box:

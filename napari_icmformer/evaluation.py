@@ -14,6 +14,7 @@ from src_models import Clicks
 
 from .clicking import first_eval_click, next_eval_click
 from .metrics import iou
+from .runtime import DEFAULT_THRESHOLD
 
 
 class InteractiveMethod(Protocol):
@@ -83,7 +84,7 @@ def evaluate_object(
     gt: np.ndarray,
     ignore: np.ndarray | None,
     max_clicks: int = 20,
-    threshold: float = 0.49,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> tuple[list[float], Clicks, float]:
     """SOIS: the IoU after each of ``max_clicks`` clicks, the clicks and the seconds predicting.
 
@@ -105,7 +106,7 @@ def evaluate_object(
 
 def iter_dataset(
     method: InteractiveMethod, dataset, name: str, max_clicks: int = 20, limit: int | None = None,
-    threshold: float = 0.49, on_skip: Callable[[int, str, Exception], None] | None = None,
+    threshold: float = DEFAULT_THRESHOLD, on_skip: Callable[[int, str, Exception], None] | None = None,
 ) -> Iterator[ObjectResult]:
     """The results of a dataset, one sample at a time (a caller keeps what is finished).
 
@@ -137,6 +138,6 @@ def iter_dataset(
 
 def evaluate_dataset(
     method: InteractiveMethod, dataset, name: str, max_clicks: int = 20, limit: int | None = None,
-    threshold: float = 0.49, on_skip: Callable[[int, str, Exception], None] | None = None,
+    threshold: float = DEFAULT_THRESHOLD, on_skip: Callable[[int, str, Exception], None] | None = None,
 ) -> list[ObjectResult]:
     return list(iter_dataset(method, dataset, name, max_clicks, limit, threshold, on_skip))

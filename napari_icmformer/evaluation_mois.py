@@ -18,11 +18,12 @@ import numpy as np
 
 from src_models import Clicks
 
-from .engine import PredictorConfig
 from .evaluation import click_session, evaluate_object
-from .instances import click_instances, split_height
+from .exemplar import RecallConfig
 from .metrics import instance_f1, iou
 from .mois import MoisTarget, dios_clicks
+from .postprocess import click_instances, split_height
+from .runtime import DEFAULT_THRESHOLD
 
 
 @dataclass
@@ -47,7 +48,7 @@ def target_seed(seed: int, image_index: int, target_index: int) -> int:
 
 
 def make_exemplar(predictor, gt: np.ndarray, ignore: np.ndarray | None, max_clicks: int = 5,
-                  min_gain: float = 0.01, threshold: float = 0.49) -> tuple[np.ndarray, Clicks]:
+                  min_gain: float = 0.01, threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, Clicks]:
     """Collective mode: the SOIS model segments the exemplar; stop after ``max_clicks`` or when a
     click gains less than ``min_gain`` IoU (that click still counts)."""
     predictor.reset_object()
@@ -128,16 +129,18 @@ class _KeepLast:
 
 
 def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, max_clicks: int = 20,
-                            threshold: float = 0.49) -> MoisResult:
-    """The SOIS-only reference: iCMFormer clicks the whole category target, exemplar ignored."""
+                            config: RecallConfig | None = None) -> MoisResult:
+    """The SOIS-only reference: iCMFormer clicks the whole category target, exemplar ignored.
+    Its instances are split with ``config``'s rules (those of the recaller it is compared with)."""
+    config = config or RecallConfig()
     predictor.set_image(image)
     recorder = _KeepLast(predictor)
     ious, _, seconds = evaluate_object(recorder, target.target, target.ignore, max_clicks)
     # the same instance split and size rule as the recall results
-    min_area = max(16.0, PredictorConfig.recall_min_area * float(target.exemplar.sum()))
+    min_area = max(16.0, config.min_area * float(target.exemplar.sum()))
     final = np.zeros(target.target.shape, np.int32) if recorder.prob is None else \
-        click_instances(recorder.prob > threshold, Clicks(),
-                        split_height(target.exemplar, PredictorConfig.split_h_per_radius), min_area)[0]
+        click_instances(recorder.prob > config.threshold, Clicks(),
+                        split_height(target.exemplar, config.split_h_per_radius), min_area)[0]
     f1 = instance_f1(final, target.instances, ignore=target.ignore)
     return MoisResult("sois-only", target.sample, target.category, len(target.instances), 0,
                       [0.0, *ious], seconds, instance_f1=(0.0, f1))

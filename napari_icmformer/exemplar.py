@@ -21,64 +21,74 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from src_models import Clicks, coord_maps
 from src_models.clicks import clicks_to_tensor
-from src_models.icmformer_pp import ExemplarFeatures, ICMFormerPP, split_negative_clicks
+from src_models.icmformer_pp import ExemplarFeatures, ICMFormerPP
 
 from .checkpoints import load_model
 from .clicking import first_eval_click
-from .engine import PredictorConfig, check_clicks, check_prev_mask, resolve_device, resolve_dtype
 from .image import to_rgb01
-from .instances import (
-    click_instances,
-    extended_maxima,
-    fix_last_click,
-    separating_gaps,
-    split_height,
-    split_instances,
-    split_off_click,
-)
+from .postprocess import click_instances, fix_last_click, local_update, split_height, split_negative_clicks
 from .recall_views import (
     RecallLayout,
+    TilingConfig,
     blend_weights,
     carried_layout,
     exemplar_patch_box,
     mask_box,
     plan_layout,
 )
+from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_prev_mask, check_threshold, resolve_runtime
 from .weights import default_checkpoint
 
-__all__ = ["ExemplarPredictor", "RecallResult", "extended_maxima", "local_update", "split_height",
-           "split_instances", "split_off_click"]
+__all__ = ["ExemplarPredictor", "RecallConfig", "RecallResult"]
 
 
-def local_update(prev_prob: np.ndarray, new_prob: np.ndarray, y: float, x: float,
-                 threshold: float = 0.49) -> np.ndarray:
-    """``new_prob`` inside the objects under the click (its connected component in the previous
-    and in the new mask), ``prev_prob`` everywhere else: one click fixes the object it is on.
-    A line of background that kept two previous objects apart (a split click's cut) is kept."""
-    iy, ix = int(round(y)), int(round(x))
-    iy, ix = min(max(iy, 0), prev_prob.shape[0] - 1), min(max(ix, 0), prev_prob.shape[1] - 1)
-    region = np.zeros(prev_prob.shape, bool)
-    prev_components = None
-    for prob in (prev_prob, new_prob):
-        components, _ = ndimage.label(prob > threshold)
-        prev_components = components if prev_components is None else prev_components
-        if components[iy, ix]:
-            region |= components == components[iy, ix]
-    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
-    if len(rows):  # the lines are looked for where the click changes something only
-        box = (slice(max(0, rows[0] - 1), rows[-1] + 2), slice(max(0, cols[0] - 1), cols[-1] + 2))
-        region[box] &= ~separating_gaps(prev_components[box])
-    return np.where(region, new_prob, prev_prob).astype(np.float32)
+@dataclass
+class RecallConfig:
+    """Find-similar (iCMFormer++) inference options; iCMFormer's are ``engine.PredictorConfig``."""
+
+    # iCMFormer++ runs on the whole image (its objects are everywhere) at this square view size;
+    # None = the model's training size. 448 beats 224 for the shipped 224² default on held-out
+    # nuclei and COCO (BENCHMARKS.md, "MOIS view size"): small objects need the pixels.
+    view: int | None = 448
+    # what a recall click may change: "local" = only the objects (connected components of the
+    # previous or new category mask) under the click, so a click never drops objects elsewhere;
+    # "global" = the model's whole new mask (the paper's protocol). BENCHMARKS.md compares them.
+    update: str = "local"
+    # images larger than the view are cut into view-sized tiles at one scale instead of being
+    # squeezed whole (small objects keep their pixels; BENCHMARKS.md, "Large images")
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    # instance split of the recall mask: the watershed markers must stand out by
+    # h = max(1 px, split_h_per_radius x the exemplar's radius), so big objects (people, cars)
+    # are not cut at every bump of their outline while small nuclei still separate
+    # (BENCHMARKS.md, "Instances": 0.1 keeps nuclei at the 1 px floor, PennFudanPed GT F1 0.32 -> 0.88)
+    split_h_per_radius: float = 0.1
+    # size rule: a proposal smaller than this x the exemplar's area is a speck and is not
+    # proposed (unless a positive click is on it). Chosen on training splits with
+    # benchmarks/bench_size_rule.py (golden exemplar, no click): 0.15 lifts the proposals' object
+    # F1 0.640 -> 0.651 (DSB2018[:50]) and 0.442 -> 0.463 (MoNuSeg[56:]); 0.2 and above lose on
+    # DSB2018, whose nuclei vary most (4.7 % of its GT nuclei are under 0.15 x a random exemplar)
+    min_area: float = 0.15
+    threshold: float = DEFAULT_THRESHOLD
+    device: str = "auto"
+    precision: str = "auto"  # "fp32", "fp16", "bf16"; auto = fp32 on CPU, fp16 on CUDA
+
+    def __post_init__(self) -> None:
+        if self.update not in ("local", "global"):
+            raise ValueError(f"RecallConfig.update must be 'local' or 'global', got {self.update!r}")
+        if not isinstance(self.tiling, TilingConfig):
+            raise ValueError("RecallConfig.tiling must be a TilingConfig")
+        check_threshold("RecallConfig", self.threshold)
+        if self.min_area < 0 or self.split_h_per_radius < 0:
+            raise ValueError("RecallConfig.min_area and split_h_per_radius must be >= 0")
 
 
 @dataclass
@@ -96,16 +106,15 @@ class RecallResult:
 class ExemplarPredictor:
     """Holds an iCMFormer++ model, the image and the exemplar; ``recall`` takes the clicks."""
 
-    def __init__(self, model: ICMFormerPP, config: PredictorConfig | None = None) -> None:
-        self.config = config or PredictorConfig()
-        self.device = resolve_device(self.config.device)
-        self.dtype = resolve_dtype(self.config.precision, self.device)
+    def __init__(self, model: ICMFormerPP, config: RecallConfig | None = None) -> None:
+        if config is not None and not isinstance(config, RecallConfig):
+            raise TypeError(f"ExemplarPredictor takes a RecallConfig, got {type(config).__name__}")
+        self.config = config or RecallConfig()
+        self.device, self.dtype = resolve_runtime(self.config.device, self.config.precision)
         self.model = model.to(self.device).eval()
-        if self.config.recall_update not in ("local", "global"):
-            raise ValueError(f"recall_update must be 'local' or 'global', got {self.config.recall_update!r}")
-        self.size = self.config.recall_view or model.cfg.img_size
+        self.size = self.config.view or model.cfg.img_size
         if self.size % model.cfg.patch_size or self.size < 2 * model.cfg.patch_size:
-            raise ValueError(f"recall_view {self.size} must be a multiple of the patch size "
+            raise ValueError(f"recall view {self.size} must be a multiple of the patch size "
                              f"{model.cfg.patch_size} and at least {2 * model.cfg.patch_size}")
         self._rgb: torch.Tensor | None = None  # (1, 3, H, W) image in [0, 1]
         self._image_key: object | None = None
@@ -123,13 +132,13 @@ class ExemplarPredictor:
 
     @classmethod
     def from_checkpoint(cls, path: Path | str | None = None,
-                        config: PredictorConfig | None = None) -> "ExemplarPredictor":
+                        config: RecallConfig | None = None) -> "ExemplarPredictor":
         """Load an iCMFormer++ checkpoint (the shipped MOIS default when None)."""
         model = load_model(path if path is not None else default_checkpoint("mois"), expect_arch="icmformer_pp")
         return cls(model, config)  # type: ignore[arg-type]
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        return autocast(self.device, self.dtype)
 
     # -- image and exemplar -------------------------------------------------------------------
     def set_image(self, image: object, key: object | None = None) -> None:
@@ -177,7 +186,7 @@ class ExemplarPredictor:
         self._carried = None
         mask, clicks = _checked_exemplar(mask, clicks, (h, w), "the image")
         self._exemplar, self._tiles, self._tile_probs = (mask, clicks), [], {}
-        layout = plan_layout((h, w), self.size, mask_box(mask), self.config.recall_tiling)
+        layout = plan_layout((h, w), self.size, mask_box(mask), self.config.tiling)
         if self._layout is None or layout.grid != self._layout.grid:
             self._layout_image = None
         self._layout = layout
@@ -219,7 +228,7 @@ class ExemplarPredictor:
         lay, v = self.layout, self.size
         mask, clicks = self._exemplar
         ex_prob, ex_clicks = self._to_layout(mask), self._layout_clicks(clicks)
-        weights = blend_weights(v, self.config.recall_tiling.overlap // 2) if len(lay.origins) > 1 \
+        weights = blend_weights(v, self.config.tiling.overlap // 2) if len(lay.origins) > 1 \
             else np.ones((v, v), np.float32)
         for origin, paste in zip(lay.origins, lay.pastes, strict=True):
             image, maps, w = self._tile_image(origin), self._tile_maps(ex_prob, ex_clicks, origin), weights
@@ -256,7 +265,7 @@ class ExemplarPredictor:
         by0, bx0, by1, bx1 = box
         # the layout of this image for an object of the exemplar's size (placed at the origin)
         proxy = (0, 0, min(h, by1 - by0), min(w, bx1 - bx0))
-        plain = plan_layout((h, w), self.size, proxy, self.config.recall_tiling)
+        plain = plan_layout((h, w), self.size, proxy, self.config.tiling)
         pb = exemplar_patch_box(box, mask.shape)
         sy, sx = plain.scale
         ph, pw = max(1, round((pb[2] - pb[0]) * sy)), max(1, round((pb[3] - pb[1]) * sx))
@@ -285,7 +294,7 @@ class ExemplarPredictor:
         """Every tile with the carried exemplar's patch pasted at its corner (see carried_layout)."""
         lay, v, c = self.layout, self.size, self._carried
         ph, pw = c.image.shape[2:]
-        weights = blend_weights(v, self.config.recall_tiling.overlap // 2) if len(set(lay.origins)) > 1 \
+        weights = blend_weights(v, self.config.tiling.overlap // 2) if len(set(lay.origins)) > 1 \
             else np.ones((v, v), np.float32)
         for origin, (cy, cx) in zip(lay.origins, lay.pastes, strict=True):
             image = self._tile_image(origin).clone()
@@ -323,17 +332,27 @@ class ExemplarPredictor:
         return feats[index]
 
     # -- recall -------------------------------------------------------------------------------
-    @torch.no_grad()
     def recall(self, clicks: Clicks | None = None, prev_mask: np.ndarray | None = None, *,
-               use_cache: bool = True, min_size: int = 16,
-               on_tile: Callable[[int, int], None] | None = None) -> RecallResult:
+               min_size: int = 16, on_tile: Callable[[int, int], None] | None = None) -> RecallResult:
         """Every object of the exemplar's category, given recall clicks and the previous result
-        (``prev_mask``: the last result's ``prob``). With ``recall_update="local"`` the last click
+        (``prev_mask``: the last result's ``prob``). With ``config.update="local"`` the last click
         changes only the objects under it (see :func:`local_update`). The fix-click rules of
-        :mod:`~napari_icmformer.instances` follow: a positive click inside a proposal splits
-        it, a negative one removes the whole proposal, specks under ``config.recall_min_area`` x
+        :mod:`~napari_icmformer.postprocess` follow: a positive click inside a proposal splits
+        it, a negative one removes the whole proposal, specks under ``config.min_area`` x
         the exemplar's area (and ``min_size`` px) are not proposed. ``on_tile(done, total)`` is
         called after each tile (a progress bar for large images)."""
+        return self._recall(clicks, prev_mask, min_size, on_tile, self._decode_tile)
+
+    def _reference_recall(self, clicks: Clicks | None = None, prev_mask: np.ndarray | None = None, *,
+                          min_size: int = 16) -> RecallResult:
+        """``recall`` through plain uncached forward passes: the reference tests hold the cached
+        path to (same clicks, same result)."""
+        return self._recall(clicks, prev_mask, min_size, None, self._forward_tile)
+
+    @torch.no_grad()
+    def _recall(self, clicks: Clicks | None, prev_mask: np.ndarray | None, min_size: int,
+                on_tile: Callable[[int, int], None] | None,
+                decode: Callable[[int, "_ExemplarTile", torch.Tensor], np.ndarray]) -> RecallResult:
         h, w = self.image_shape  # "no image set" before "no exemplar": the first step comes first
         if self._exemplar is None:
             raise RuntimeError("no exemplar: call set_exemplar(mask, clicks) first")
@@ -352,7 +371,7 @@ class ExemplarPredictor:
         weight = np.zeros(lay.padded, np.float32)
         for i, tile in enumerate(self._exemplar_tiles()):
             maps = self._tile_maps(prev_l, fed_l, tile.origin)
-            prob = self._decode_tile(i, tile, maps, use_cache)
+            prob = decode(i, tile, maps)
             (y, x) = tile.origin
             acc[y:y + v, x:x + v] += prob * tile.weights
             weight[y:y + v, x:x + v] += tile.weights
@@ -360,11 +379,11 @@ class ExemplarPredictor:
                 on_tile(i + 1, len(lay.origins))
         prob_l = torch.from_numpy(acc / weight)[: lay.shape[0], : lay.shape[1]][None, None]
         prob = F.interpolate(prob_l, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
-        min_area = max(float(min_size), self.config.recall_min_area * self._exemplar_area)
+        min_area = max(float(min_size), self.config.min_area * self._exemplar_area)
         action = ""
         if prev_mask is not None and len(clicks):
             shown = self._instances_shown(prev, clicks[:-1], min_area)
-            if self.config.recall_update == "local":
+            if self.config.update == "local":
                 prob = local_update(prev, prob, clicks[-1].y, clicks[-1].x, self.config.threshold)
             prob, action = fix_last_click(prob, shown, clicks[-1], self._split_height, self._exemplar_area,
                                           self.config.threshold)
@@ -382,30 +401,34 @@ class ExemplarPredictor:
         return click_instances(prob > self.config.threshold, clicks, self._split_height, min_area,
                                self._negative_reach)[0]
 
-    def _decode_tile(self, index: int, tile: "_ExemplarTile", maps: torch.Tensor, use_cache: bool) -> np.ndarray:
-        """One tile's probability; with the cache a tile whose inputs did not change since the
-        last recall (clicks and their objects are elsewhere) is not decoded again."""
-        if use_cache:
-            digest = hashlib.blake2b(maps.cpu().numpy().tobytes(), digest_size=16).digest()
-            hit = self._tile_probs.get(index)
-            if hit is not None and hit[0] == digest:
-                return hit[1]
-            with self._autocast():
-                logits = self.model.decode(self._exemplar_features(tile),
-                                           self._recall_image_features(index, tile.origin), maps, (self.size,) * 2)
-        else:
-            with self._autocast():
-                recall_image = self._tile_image(tile.origin)
-                if self.layout.pastes[index] is None:  # both branches see the same tile
-                    logits = self.model(recall_image, tile.maps, maps)
-                else:  # the exemplar branch sees the pasted exemplar, the recall branch the tile
-                    logits = self.model.decode(self.model.encode_exemplar(tile.image, tile.maps),
-                                               self.model.encode_recall_image(recall_image), maps, (self.size,) * 2)
-        self.stats["decodes"] += 1
-        prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
-        if use_cache:
-            self._tile_probs[index] = (digest, prob)
+    def _decode_tile(self, index: int, tile: "_ExemplarTile", maps: torch.Tensor) -> np.ndarray:
+        """One tile's probability from the cached features; a tile whose inputs did not change
+        since the last recall (clicks and their objects are elsewhere) is not decoded again."""
+        digest = hashlib.blake2b(maps.cpu().numpy().tobytes(), digest_size=16).digest()
+        hit = self._tile_probs.get(index)
+        if hit is not None and hit[0] == digest:
+            return hit[1]
+        with self._autocast():
+            logits = self.model.decode(self._exemplar_features(tile),
+                                       self._recall_image_features(index, tile.origin), maps, (self.size,) * 2)
+        prob = self._tile_prob(logits)
+        self._tile_probs[index] = (digest, prob)
         return prob
+
+    def _forward_tile(self, index: int, tile: "_ExemplarTile", maps: torch.Tensor) -> np.ndarray:
+        """One tile's probability from a full forward pass, nothing cached (the reference)."""
+        with self._autocast():
+            recall_image = self._tile_image(tile.origin)
+            if self.layout.pastes[index] is None:  # both branches see the same tile
+                logits = self.model(recall_image, tile.maps, maps)
+            else:  # the exemplar branch sees the pasted exemplar, the recall branch the tile
+                logits = self.model.decode(self.model.encode_exemplar(tile.image, tile.maps),
+                                           self.model.encode_recall_image(recall_image), maps, (self.size,) * 2)
+        return self._tile_prob(logits)
+
+    def _tile_prob(self, logits: torch.Tensor) -> np.ndarray:
+        self.stats["decodes"] += 1
+        return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
 
 
 @dataclass

@@ -31,25 +31,10 @@ from timm.layers import Mlp
 from torchvision.ops import roi_align
 
 from .backbone import ViTBackbone, make_patch_embed
-from .clicks import Clicks
 from .configs import ModelConfig
 from .cross_modality import CrossAttention
 from .icmformer import IMAGENET_MEAN, IMAGENET_STD
 from .neck_head import MultiScaleHead, SimpleFPN
-
-
-def split_negative_clicks(negatives: Clicks, same_category: np.ndarray) -> tuple[Clicks, Clicks]:
-    """(true, pseudo) negatives: an exemplar negative click on another object of the exemplar's
-    category is *pseudo* (it is positive for the recall task) and must not reach the recall
-    branch as a negative. ``same_category``: GT of the other instances in training, the current
-    recall prediction at inference."""
-    true, pseudo = [], []
-    h, w = same_category.shape
-    for c in negatives:
-        y, x = int(round(c.y)), int(round(c.x))
-        on_object = 0 <= y < h and 0 <= x < w and bool(same_category[y, x])
-        (pseudo if on_object else true).append(c)
-    return Clicks(true), Clicks(pseudo)
 
 
 def exemplar_boxes(mask: np.ndarray, scales: Sequence[float]) -> list[tuple[float, float, float, float]]:

@@ -171,7 +171,7 @@ def test_recall_annotator_undo_and_accept_without_qt():
 
 def test_the_annotator_and_the_engine_share_one_rule_for_on_the_image():
     """A click the annotator accepts is one the engine accepts: [-0.5, H - 0.5) per axis."""
-    from napari_icmformer.engine import check_clicks  # noqa: PLC0415
+    from napari_icmformer.runtime import check_clicks  # noqa: PLC0415
     from src_models import Clicks  # noqa: PLC0415
 
     for y, x, inside in ((-0.5, 0.0, True), (-0.51, 0.0, False), (39.49, 49.49, True), (39.5, 3.0, False),

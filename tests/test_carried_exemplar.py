@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from napari_icmformer.engine import PredictorConfig
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from napari_icmformer.recall_views import TilingConfig, carried_layout, clean_coverage, plan_layout
 from src_models import Clicks
 from tests.test_exemplar import _exemplar, _image
@@ -15,7 +14,7 @@ from tests.test_icmformer_pp import tiny_pp
 
 @pytest.fixture
 def recaller():
-    return ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))
+    return ExemplarPredictor(tiny_pp(), RecallConfig(device="cpu"))
 
 
 def _other(shape=(120, 140)):
@@ -38,7 +37,7 @@ def test_carried_recall_gives_proposals_of_the_new_image(recaller):
     # the exemplar's clicks are on another image: none reaches the recall branch
     assert len(recaller.last_recall_clicks) == 0
     fixed = recaller.recall(Clicks().add(60, 100), res.prob)
-    uncached = recaller.recall(Clicks().add(60, 100), res.prob, use_cache=False)
+    uncached = recaller._reference_recall(Clicks().add(60, 100), res.prob)
     assert np.abs(fixed.prob - uncached.prob).max() <= 1e-5
     assert [(c.y, c.x) for c in recaller.last_recall_clicks] == [(60, 100)]
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_icmformer.engine import Predictor, PredictorConfig, box_iou, object_roi, resolve_device
+from napari_icmformer.engine import Predictor, PredictorConfig, box_iou, object_roi
+from napari_icmformer.runtime import resolve_device
 from src_models import Clicks
 from tests.conftest import tiny_model
 

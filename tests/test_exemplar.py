@@ -3,8 +3,8 @@ import pytest
 from skimage.draw import disk, ellipse
 
 from napari_icmformer.checkpoints import CheckpointError, save_checkpoint
-from napari_icmformer.engine import PredictorConfig
-from napari_icmformer.exemplar import ExemplarPredictor, local_update, split_height, split_instances
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
+from napari_icmformer.postprocess import local_update, split_height, split_instances
 from napari_icmformer.weights import DEFAULTS
 from src_models import Clicks
 from tests.test_icmformer_pp import tiny_pp
@@ -61,7 +61,7 @@ def test_split_height_follows_the_exemplar_size():
 
 @pytest.fixture
 def recaller():
-    return ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))
+    return ExemplarPredictor(tiny_pp(), RecallConfig(device="cpu"))
 
 
 def _image():
@@ -85,7 +85,7 @@ def test_cached_recall_equals_uncached_and_caches_the_exemplar(recaller):
     assert first.prob.shape == (90, 110) and first.instances.shape == (90, 110)
     clicks = Clicks().add(65, 50)
     a = recaller.recall(clicks, first.prob)
-    b = recaller.recall(clicks, first.prob, use_cache=False)
+    b = recaller._reference_recall(clicks, first.prob)
     assert np.abs(a.prob - b.prob).max() <= 1e-5
     recaller.recall(clicks.add(10, 100, False), a.prob)
     assert recaller.stats["image_encodes"] == 1
@@ -134,7 +134,7 @@ def test_checkpoints_of_the_wrong_kind_are_refused(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="expected icmformer_pp"):
         ExemplarPredictor.from_checkpoint(tiny_checkpoint)
     path = save_checkpoint(tmp_path / "pp.pt", tiny_pp())
-    assert isinstance(ExemplarPredictor.from_checkpoint(path, PredictorConfig(device="cpu")), ExemplarPredictor)
+    assert isinstance(ExemplarPredictor.from_checkpoint(path, RecallConfig(device="cpu")), ExemplarPredictor)
     if not DEFAULTS["mois"].is_file():
         with pytest.raises(CheckpointError, match="no trained default MOIS"):
             ExemplarPredictor.from_checkpoint()
@@ -161,8 +161,8 @@ def test_local_update_changes_only_the_objects_under_the_click():
 def test_local_recall_click_leaves_far_objects_alone():
     model = tiny_pp()
     img = _image()
-    local = ExemplarPredictor(model, PredictorConfig(device="cpu", recall_view=None))
-    glob = ExemplarPredictor(model, PredictorConfig(device="cpu", recall_view=None, recall_update="global"))
+    local = ExemplarPredictor(model, RecallConfig(device="cpu", view=None))
+    glob = ExemplarPredictor(model, RecallConfig(device="cpu", view=None, update="global"))
     prev = np.zeros((90, 110), np.float32)
     prev[50:80, 35:65] = 0.9  # a recalled object away from the click
     for r in (local, glob):
@@ -175,8 +175,23 @@ def test_local_recall_click_leaves_far_objects_alone():
     np.testing.assert_array_equal(a.prob[far], prev[far])
     changed = ~far
     np.testing.assert_allclose(a.prob[changed], b.prob[changed], atol=1e-6)
-    with pytest.raises(ValueError, match="recall_update"):
-        ExemplarPredictor(model, PredictorConfig(device="cpu", recall_update="everywhere"))
+    with pytest.raises(ValueError, match="RecallConfig.update"):
+        ExemplarPredictor(model, RecallConfig(device="cpu", update="everywhere"))
+
+
+def test_find_similar_settings_have_their_own_config():
+    """Find similar's options live in RecallConfig; an iCMFormer PredictorConfig is refused with
+    a clear error instead of being read for fields it does not have."""
+    from napari_icmformer.engine import PredictorConfig  # noqa: PLC0415
+
+    with pytest.raises(TypeError, match="RecallConfig"):
+        ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))
+    for bad in ({"threshold": 1.0}, {"min_area": -0.1}, {"tiling": "on"}):
+        with pytest.raises(ValueError, match="RecallConfig"):
+            RecallConfig(**bad)
+    assert not hasattr(PredictorConfig(), "recall_view")
+    recaller = ExemplarPredictor(tiny_pp(), RecallConfig(device="cpu", view=64, threshold=0.3))
+    assert recaller.size == 64 and recaller.config.threshold == 0.3
 
 
 def ndimage_component(mask, y, x):

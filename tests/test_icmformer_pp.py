@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_icmformer.postprocess import split_negative_clicks
 from src_models import Clicks, create_model
 from src_models.icmformer import ICMFormer
-from src_models.icmformer_pp import ICMFormerPP, exemplar_boxes, init_from_icmformer, split_negative_clicks
+from src_models.icmformer_pp import ICMFormerPP, exemplar_boxes, init_from_icmformer
 from tests.conftest import TINY
 
 

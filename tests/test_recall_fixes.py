@@ -15,8 +15,7 @@ import torch
 from skimage.draw import disk
 
 from napari_icmformer.annotator import Annotator, RecallAnnotator
-from napari_icmformer.engine import PredictorConfig
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from napari_icmformer.metrics import iou
 from src_models import Clicks
 from src_models.icmformer_pp import ExemplarFeatures
@@ -81,7 +80,7 @@ def _session(img, exemplar, config=None):
     ann.objects[exemplar] = 1
     ann.object_clicks[1] = Clicks().add(*np.argwhere(exemplar).mean(0))
     ann.last_committed = 1
-    recaller = ExemplarPredictor(ColourPP(), config or PredictorConfig(device="cpu", recall_view=None))
+    recaller = ExemplarPredictor(ColourPP(), config or RecallConfig(device="cpu", view=None))
     return RecallAnnotator(ann), recaller
 
 
@@ -151,8 +150,8 @@ def test_size_rule_drops_specks_relative_to_the_exemplar():
     rec, recaller = _session(img, objs["exemplar"])
     props = _run(rec, recaller, img, rec.start())
     assert not props[objs["speck"] | objs["speck2"]].any() and props[20, 70]
-    off, recaller_off = _session(img, objs["exemplar"], PredictorConfig(device="cpu", recall_view=None,
-                                                                         recall_min_area=0.0))
+    off, recaller_off = _session(img, objs["exemplar"], RecallConfig(device="cpu", view=None,
+                                                                         min_area=0.0))
     assert _run(off, recaller_off, img, off.start())[objs["speck"]].all()  # proposed without the rule
     # relative to the exemplar: with the speck as the exemplar, the other speck is an object like it
     small, recaller_small = _session(img, objs["speck"])
@@ -182,8 +181,8 @@ def test_removed_object_stays_removed_with_global_updates():
     # (the stand-in drops only the disk under the negative click); the object's last click is
     # negative, so it is not proposed
     img, objs, _ = _scene()
-    rec, recaller = _session(img, objs["exemplar"], PredictorConfig(device="cpu", recall_view=None,
-                                                                    recall_update="global"))
+    rec, recaller = _session(img, objs["exemplar"], RecallConfig(device="cpu", view=None,
+                                                                    update="global"))
     _run(rec, recaller, img, rec.start())
     _run(rec, recaller, img, rec.add_click(20, 63, positive=False))
     props = _run(rec, recaller, img, rec.add_click(60, 38))
@@ -195,7 +194,7 @@ def test_removed_object_stays_removed_with_global_updates():
 
 
 def test_local_update_keeps_a_split_cut():
-    from napari_icmformer.exemplar import local_update  # noqa: PLC0415
+    from napari_icmformer.postprocess import local_update  # noqa: PLC0415
 
     pair = _disk((60, 25), 10) | _disk((60, 38), 9)
     prev = pair.astype(np.float32)
@@ -207,7 +206,7 @@ def test_local_update_keeps_a_split_cut():
 
 
 def test_a_negative_click_beside_an_object_does_not_remove_it():
-    from napari_icmformer.instances import click_instances  # noqa: PLC0415
+    from napari_icmformer.postprocess import click_instances  # noqa: PLC0415
 
     bitten = _disk((30, 30), 10) & ~_disk((30, 37), 3)  # the network dropped the disk under the click
     neighbour = _disk((30, 70), 10)  # a right object 4 px beside a removed speck's click

@@ -6,8 +6,7 @@ from PIL import Image
 from skimage.draw import disk
 
 from napari_icmformer.data.readers import DatasetError, FolderDataset, TileMosaic, instance_labels
-from napari_icmformer.engine import PredictorConfig
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
 from napari_icmformer.recall_views import TilingConfig, clean_coverage, plan_layout
 from src_models import Clicks
 from tests.test_icmformer_pp import tiny_pp
@@ -90,8 +89,8 @@ def _scene(h=150, w=200, r=5):
 
 
 def _tiled_predictor(model=None):
-    cfg = PredictorConfig(device="cpu", recall_view=128,
-                          recall_tiling=TilingConfig(overlap=16, max_patch_fraction=0.5))
+    cfg = RecallConfig(device="cpu", view=128,
+                          tiling=TilingConfig(overlap=16, max_patch_fraction=0.5))
     return ExemplarPredictor(model or tiny_pp(), cfg)
 
 
@@ -143,7 +142,7 @@ def test_tiled_recall_cached_equals_uncached_and_decodes_only_changed_tiles(tile
     clicks = clicks.add(5, 5, False)
     c = tiled.recall(clicks, prev)  # only the tile around the new click sees new inputs
     assert tiled.stats["decodes"] - decoded == 1
-    d = tiled.recall(clicks, prev, use_cache=False)
+    d = tiled._reference_recall(clicks, prev)
     np.testing.assert_allclose(c.prob, d.prob, atol=1e-5)
     assert tiled.stats["image_encodes"] == n and tiled.stats["exemplar_encodes"] == n
 
@@ -180,7 +179,7 @@ def test_a_strip_is_upsampled_and_padded_to_the_view(tiled):
     layout = tiled.layout
     assert layout.scale == (1.5, 1.5) and layout.shape == (90, 450) and layout.padded == (128, 450)
     a = tiled.recall()
-    b = tiled.recall(use_cache=False)
+    b = tiled._reference_recall()
     assert a.prob.shape == (60, 300)
     np.testing.assert_allclose(a.prob, b.prob, atol=1e-5)
 

@@ -4,8 +4,9 @@ the recall engine says what is missing first."""
 import numpy as np
 import pytest
 
-from napari_icmformer.engine import Predictor, PredictorConfig, check_prev_mask
-from napari_icmformer.exemplar import ExemplarPredictor
+from napari_icmformer.engine import Predictor, PredictorConfig
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig
+from napari_icmformer.runtime import check_prev_mask
 from src_models import Clicks
 from tests.conftest import tiny_model
 from tests.test_icmformer_pp import tiny_pp
@@ -56,13 +57,13 @@ def test_check_prev_mask_rules():
 
 
 def test_recall_before_set_image_says_set_image():
-    recaller = ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))
+    recaller = ExemplarPredictor(tiny_pp(), RecallConfig(device="cpu"))
     with pytest.raises(RuntimeError, match="set_image"):
         recaller.recall(Clicks())
 
 
 def test_recall_refuses_a_nan_prev_mask():
-    recaller = ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))
+    recaller = ExemplarPredictor(tiny_pp(), RecallConfig(device="cpu"))
     recaller.set_image(np.zeros((64, 64, 3), np.uint8))
     exemplar = np.zeros((64, 64), bool)
     exemplar[10:20, 10:20] = True

@@ -34,7 +34,7 @@ from napari_icmformer.cli.evaluate import main as eval_main  # noqa: E402
 from napari_icmformer.cli.segment import main as segment_main  # noqa: E402
 from napari_icmformer.cli.train import main as train_main  # noqa: E402
 from napari_icmformer.engine import Predictor, PredictorConfig  # noqa: E402
-from napari_icmformer.exemplar import ExemplarPredictor  # noqa: E402
+from napari_icmformer.exemplar import ExemplarPredictor, RecallConfig  # noqa: E402
 from napari_icmformer.export import labels_to_coco, load_coco, save_coco  # noqa: E402
 from napari_icmformer.image import to_rgb01  # noqa: E402
 from napari_icmformer.object_files import write_objects  # noqa: E402
@@ -69,8 +69,8 @@ class Env:
 
     def recaller(self) -> ExemplarPredictor:
         if self._pp is None:
-            self._pp = ExemplarPredictor.from_checkpoint(self["pp.pt"], PredictorConfig(device="cpu",
-                                                                                          recall_view=64))
+            self._pp = ExemplarPredictor.from_checkpoint(self["pp.pt"], RecallConfig(device="cpu",
+                                                                                          view=64))
         return self._pp
 
 

@@ -147,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                                    args.exemplar_image.name)
         output_folder(args.out)
         targets = plan_outputs(inputs, args.out, args.format, args.overwrite)
-        from ..exemplar import ExemplarPredictor  # noqa: PLC0415 - torch only once the arguments are right
+        from ..exemplar import ExemplarPredictor, RecallConfig  # noqa: PLC0415 - torch only once the arguments are right
 
-        recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, PredictorConfig(device=args.device,
-                                                                                      threshold=args.threshold))
+        recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, RecallConfig(device=args.device,
+                                                                                   threshold=args.threshold))
     except (SeriesError, ValueError, CheckpointError, OSError) as exc:
         return fail(PROG, exc)
     skipped, written = [], 0

@@ -19,8 +19,10 @@ from ..checkpoints import CheckpointError
 from ..data import DatasetError, open_dataset
 from ..engine import Predictor, PredictorConfig
 from ..evaluation import iter_dataset
+from ..exemplar import RecallConfig
 from ..metrics import summarize
 from ..refine import GraphCutConfig
+from ..runtime import DEFAULT_THRESHOLD
 from ._args import OneLineParser, fail, float_in, int_in, output_folder
 from .evaluate_mois import make_mois_methods, mois_report, run_mois
 from .reporting import PROG, Report, RunLog, finish, markdown_table
@@ -39,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model checkpoint; repeat to compare several (default: the shipped one)")
     p.add_argument("--mois-checkpoint", action="append", default=[],
                    help="iCMFormer++ checkpoint (mois); repeat to compare, e.g. with a no-EIM ablation")
-    p.add_argument("--mois-view", type=int_in(32, 8192), nargs="+", default=[PredictorConfig.recall_view],
+    p.add_argument("--mois-view", type=int_in(32, 8192), nargs="+", default=[RecallConfig.view],
                    help="iCMFormer++ network view size(s) in px; several compare them in one run")
-    p.add_argument("--mois-update", nargs="+", default=[PredictorConfig.recall_update],
+    p.add_argument("--mois-update", nargs="+", default=[RecallConfig.update],
                    choices=["local", "global"], help="what a recall click may change; several compare them")
     p.add_argument("--mois-tiling", nargs="+", default=["on"], choices=["on", "off"],
                    help="tile images larger than the view (on, the default) or squeeze them whole (off); "
@@ -109,7 +111,8 @@ def sois_report(args, rows: list[dict], per_object: list[dict]) -> Report:
         return f"{r[c]:.2f}" if "NoC" in c or "mIoU" in c else (f"{r[c]:.3f}" if c == "SPC" else str(r[c]))
 
     note = ("clicker: farthest-from-boundary point of the larger error region; ties -> negative (RITM); "
-            f"threshold 0.49; zoom-in {'on' if args.zoom_in else 'off'}; flip {'on' if args.flip else 'off'}")
+            f"threshold {DEFAULT_THRESHOLD}; zoom-in {'on' if args.zoom_in else 'off'}; "
+            f"flip {'on' if args.flip else 'off'}")
     return Report(markdown_table(rows, "objects", cols, cell), [note], rows, "objects", per_object,
                   "per_object.json", {"rows": rows})
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..annotate_all import annotate_find_similar, annotate_one_by_one, summarize_annotate_all
 from ..engine import Predictor, PredictorConfig
 from ..evaluation_mois import evaluate_mois_target, evaluate_sois_reference, summarize_mois, target_seed
-from ..exemplar import ExemplarPredictor
+from ..exemplar import ExemplarPredictor, RecallConfig
 from ..mois import build_mois_targets
 from ..recall_views import TilingConfig
 from .reporting import Report, RunLog, markdown_table
@@ -55,10 +55,10 @@ def make_mois_methods(args) -> tuple[Predictor, list[tuple[str, ExemplarPredicto
     recallers = []
     for ckpt in args.mois_checkpoint or [None]:
         label = "icmformer++-default" if ckpt is None else f"icmformer++-{Path(ckpt).stem}"
-        model = ExemplarPredictor.from_checkpoint(ckpt, PredictorConfig(device=args.device)).model  # loaded once
+        model = ExemplarPredictor.from_checkpoint(ckpt, RecallConfig(device=args.device)).model  # loaded once
         for view, update, tiling in itertools.product(args.mois_view, args.mois_update, args.mois_tiling):
-            config = PredictorConfig(device=args.device, recall_view=view, recall_update=update,
-                                     recall_tiling=TilingConfig(enabled=tiling == "on"))
+            config = RecallConfig(device=args.device, view=view, update=update,
+                                  tiling=TilingConfig(enabled=tiling == "on"))
             tag = "" if len(args.mois_tiling) == 1 else (" tiled" if tiling == "on" else " squeezed")
             recallers.append((f"{label}@{view} {update}{tag}", ExemplarPredictor(model, config)))
     return predictor, recallers
@@ -73,7 +73,8 @@ def evaluate_sample(args, predictor, recallers, sample, index: int, rng: np.rand
     for t_index, target in enumerate(build_mois_targets(sample, rng)):
         seed = target_seed(args.seed, index, t_index)
         done.setdefault("sois-only", []).append(
-            evaluate_sois_reference(predictor, sample.image, target, args.max_clicks))
+            evaluate_sois_reference(predictor, sample.image, target, args.max_clicks,
+                                    recallers[0][1].config if recallers else None))
         for label, recaller in recallers:
             for mode in args.mois_mode:
                 res = evaluate_mois_target(recaller, predictor, sample.image, target, mode, args.max_clicks, seed)

@@ -21,6 +21,7 @@ from ..checkpoints import CheckpointError
 from ..engine import Predictor, PredictorConfig
 from ..image import read_image_file, to_rgb01
 from ..overlay import render_overlay
+from ..runtime import DEFAULT_THRESHOLD
 from ._args import OneLineParser, fail, float_in, output_folder
 
 # scikit-image sample images whose files ship inside the package: loading them never touches the
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument("--threshold", type=float_in(0.0, 1.0, low_open=True, high_open=True), default=0.49,
+    p.add_argument("--threshold", type=float_in(0.0, 1.0, low_open=True, high_open=True), default=DEFAULT_THRESHOLD,
                    help="probability above which a pixel is the object, in (0, 1)")
     return p
 

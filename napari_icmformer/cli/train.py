@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 from ..checkpoints import CheckpointError
-from ..engine import resolve_device
+from ..runtime import resolve_device
 from ..training.distributed import shutdown_distributed
-from ..training.trainer import TrainConfig, Trainer
+from ..training.trainer import TrainConfig
 from ._args import OneLineParser, fail
 
 
@@ -22,13 +22,15 @@ def build_parser() -> argparse.ArgumentParser:  # a OneLineParser: bad arguments
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUT_DIR that already holds a run (its files are replaced)")
-    p.add_argument("--task", choices=["sois", "mois"], default="sois",
-                   help="sois: iCMFormer on single objects; mois: iCMFormer++ on exemplar + category targets "
-                        "(datasets default to the instance-annotated ones; --init-from an iCMFormer checkpoint "
-                        "initialises both branches)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "model_overrides":
+            continue
+        if f.name == "task":
+            p.add_argument(flag, choices=["sois", "mois"], default=None,
+                           help="sois (default): iCMFormer on single objects; mois: iCMFormer++ on exemplar + "
+                                "category targets (datasets default to the instance-annotated ones; --init-from "
+                                "an iCMFormer checkpoint initialises both branches)")
             continue
         if f.name in ("datasets", "val_dataset"):
             p.add_argument(flag, nargs="+", default=None)
@@ -120,16 +122,9 @@ def check_device(name: str) -> None:
 
 
 def run(args: argparse.Namespace, cfg: TrainConfig) -> int:
-    if args.task == "mois":
-        from ..training.mois_trainer import MOIS_DATASETS, MoisTrainer  # noqa: PLC0415
+    from ..training.mois_trainer import make_trainer  # noqa: PLC0415
 
-        if cfg.datasets == TrainConfig().datasets:  # not chosen: the instance-annotated sets
-            cfg.datasets = list(MOIS_DATASETS)
-        if cfg.val_dataset in ("auto", ["auto"]):
-            cfg.val_dataset = None  # NoC validation is SOIS-only for now
-        trainer: Trainer = MoisTrainer(cfg)
-    else:
-        trainer = Trainer(cfg)
+    trainer = make_trainer(cfg)
     say = print if trainer.dist.is_main else (lambda *a, **k: None)
     if trainer.dist.enabled:
         say(f"distributed: {trainer.dist.world_size} processes, global batch "

@@ -39,6 +39,8 @@ def check_train_config(cfg: Any) -> None:
     Types are checked too: a YAML ``iterations: "100"`` or ``lr: fast`` is refused here, not as
     a TypeError deep in the loop.
     """
+    if cfg.task not in ("sois", "mois"):
+        raise ValueError(f"task must be 'sois' or 'mois', got {cfg.task!r}")
     for name, (low, high) in _INTS.items():
         v = getattr(cfg, name)
         if not _is_int(v) or v < low or (high is not None and v > high):

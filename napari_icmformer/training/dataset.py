@@ -83,12 +83,25 @@ class ObjectPool:
 
     def weights(self) -> np.ndarray:
         """Sampling weights that give each source dataset an equal share."""
-        src = np.array(self.source_of)
-        w = np.zeros(len(src))
-        for s in np.unique(src):
-            sel = src == s
-            w[sel] = 1.0 / sel.sum()
-        return w / w.sum()
+        return equal_share_weights(self.source_of)
+
+
+def equal_share_weights(sources: list[str]) -> np.ndarray:
+    """Sampling weights, one per item, that give each source dataset an equal share of the
+    samples (a small set is not drowned by COCO)."""
+    src = np.array(sources)
+    w = np.zeros(len(src))
+    for s in np.unique(src):
+        sel = src == s
+        w[sel] = 1.0 / sel.sum()
+    return w / w.sum()
+
+
+def colour_jitter(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Brightness / contrast and an RGB shift, clamped to [0, 1] (docs/protocols.md §3)."""
+    img = (img - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.15, 0.15)
+    img = img + torch.from_numpy(rng.uniform(-0.06, 0.06, size=(3, 1, 1))).float()
+    return img.clamp(0, 1)
 
 
 def random_view(
@@ -185,10 +198,7 @@ def make_training_sample(
     img, m = copy_paste(pool, obj_index, img, m, size, rng, copy_paste_prob)
     if rng.random() < 0.5:
         img, m = img.flip(-1), m.flip(-1)
-    # colour: brightness / contrast and an RGB shift (docs/protocols.md §3)
-    img = (img - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.15, 0.15)
-    img = img + torch.from_numpy(rng.uniform(-0.06, 0.06, size=(3, 1, 1))).float()
-    img = img.clamp(0, 1)
+    img = colour_jitter(img, rng)
     points = sample_initial_points(m[0].numpy() > 0.5, rng)
     return img, m, points
 

@@ -11,8 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src_models import Clicks
+
 from ..mois import dios_clicks
-from .dataset import ObjectPool, random_view
+from ..postprocess import split_negative_clicks
+from .dataset import ObjectPool, colour_jitter, equal_share_weights, random_view
 
 
 def mois_groups(pool: ObjectPool, min_instances: int = 2) -> list[list[int]]:
@@ -25,11 +28,7 @@ def mois_groups(pool: ObjectPool, min_instances: int = 2) -> list[list[int]]:
 
 def group_weights(pool: ObjectPool, groups: list[list[int]]) -> np.ndarray:
     """Each source dataset gets an equal share of the samples."""
-    src = np.array([pool.source_of[g[0]] for g in groups])
-    w = np.zeros(len(groups))
-    for s in np.unique(src):
-        w[src == s] = 1.0 / (src == s).sum()
-    return w / w.sum()
+    return equal_share_weights([pool.source_of[g[0]] for g in groups])
 
 
 def instance_map(pool: ObjectPool, group: list[int]) -> np.ndarray:
@@ -64,14 +63,12 @@ def make_mois_sample(pool: ObjectPool, group: list[int], size: int, rng: np.rand
         return None
     if rng.random() < 0.5:
         img, lab = img.flip(-1), lab[:, ::-1].copy()
-    img = (img - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.15, 0.15)
-    img = (img + torch.from_numpy(rng.uniform(-0.06, 0.06, size=(3, 1, 1))).float()).clamp(0, 1)
+    img = colour_jitter(img, rng)
     exemplar = lab == int(rng.choice(visible))
     target = lab > 0  # every instance of the category in view, slivers at the edge included
     clicks = dios_clicks(exemplar, rng, n_clicks=int(rng.integers(1, max_exemplar_clicks + 1)))
     ex_points = clicks.to_array()
     # exemplar negatives on other instances are pseudo negatives (from the GT): not for recall
-    neg = [(c.y, c.x, 0.0) for c in clicks.negatives if not target[int(c.y), int(c.x)]]
-    true_neg = np.asarray(neg, np.float32).reshape(-1, 3)
+    true_neg, _ = split_negative_clicks(Clicks(clicks.negatives), target)
     return (img, torch.from_numpy(exemplar.astype(np.float32))[None],
-            torch.from_numpy(target.astype(np.float32))[None], ex_points, true_neg)
+            torch.from_numpy(target.astype(np.float32))[None], ex_points, true_neg.to_array())

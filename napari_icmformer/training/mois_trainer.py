@@ -17,13 +17,12 @@ from src_models import build_model, coord_maps, get_config
 from src_models.icmformer_pp import init_from_icmformer
 
 from ..checkpoints import load_model
-from ..clicking import sample_error_click
 from .dataset import collate_points
 from .mois_dataset import group_weights, make_mois_sample, mois_groups
-from .trainer import Trainer
+from .trainer import MOIS_DATASETS, TrainConfig, Trainer
 from .validation import MoisValidationSet
 
-MOIS_DATASETS = ["DSB2018", "MoNuSeg", "EPFL_EM", "PennFudanPed", "COCO_Tiny_train"]
+__all__ = ["MOIS_DATASETS", "MoisTrainer", "make_trainer"]
 
 
 class MoisTrainer(Trainer):
@@ -75,29 +74,14 @@ class MoisTrainer(Trainer):
         size = (images.shape[2], images.shape[3])
         radius = self.model.cfg.click_radius
         ex_maps = coord_maps(ex_points, exemplars, size, radius)
-        recall_points, prev = self.add_recall_clicks(images, ex_maps, targets, recall_points)
+        # 0–N recall clicks from the model's own errors on the category target
+        recall_points, prev = self.iterative_clicks(
+            lambda pts, pm: self.model(images, ex_maps, coord_maps(pts, pm, size, radius)), targets, recall_points)
         with self.autocast():
             logits = self.net(images, ex_maps, coord_maps(recall_points, prev, size, radius))
         return logits, targets
 
-    def add_recall_clicks(self, images, ex_maps, targets, points):
-        """0–N recall clicks from the model's own errors on the category target."""
-        size = (images.shape[2], images.shape[3])
-        prev = torch.zeros_like(targets)
-        n_iter = int(self.rng.integers(0, self.cfg.max_iter_clicks + 1))
-        if n_iter == 0:
-            return points, prev
-        self.model.eval()
-        with torch.no_grad():
-            for _ in range(n_iter):
-                logits = self.model(images, ex_maps, coord_maps(points, prev, size, self.model.cfg.click_radius))
-                prev = torch.sigmoid(logits)
-                pred = (prev > 0.49).cpu().numpy()[:, 0]
-                gt = (targets > 0.5).cpu().numpy()[:, 0]
-                for b in range(images.shape[0]):
-                    click = sample_error_click(pred[b], gt[b], self.rng)
-                    free = (points[b, :, 2] == -1).nonzero()
-                    if click is not None and len(free):
-                        points[b, int(free[0])] = torch.tensor(click)
-        self.model.train()
-        return points, prev
+
+def make_trainer(cfg: TrainConfig, pool=None) -> Trainer:
+    """The trainer of ``cfg.task``: ``Trainer`` (iCMFormer) or ``MoisTrainer`` (iCMFormer++)."""
+    return (MoisTrainer if cfg.task == "mois" else Trainer)(cfg, pool)

@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,23 +22,29 @@ from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config
 
 from ..checkpoints import CheckpointError, load_model, save_checkpoint
 from ..clicking import sample_error_click
+from ..runtime import DEFAULT_THRESHOLD
 from .config_checks import check_train_config
 from .dataset import ObjectPool, collate_points, make_training_sample
 from .distributed import init_distributed
 from .validation import ValidationSet
+
+SOIS_DATASETS = ["COCO_MVal_train", "COCO_Tiny_train", "WeizmannHorse", "PennFudanPed", "MSRC_v2", "CamVid",
+                 "DSB2018", "EPFL_EM", "MoNuSeg"]
+# MOIS needs several instances of one category per image: the instance-annotated sets
+MOIS_DATASETS = ["DSB2018", "MoNuSeg", "EPFL_EM", "PennFudanPed", "COCO_Tiny_train"]
 
 
 @dataclass
 class TrainConfig:
     """Defaults are the CPU recipe of the shipped default (vit_tiny at 224)."""
 
+    # "sois": iCMFormer on single objects; "mois": iCMFormer++ on exemplar + category targets
+    # (recorded in every checkpoint's train_config, settable from a YAML file)
+    task: str = "sois"
     model: str = "vit_tiny"
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (YAML only)
     img_size: int = 224
-    datasets: list[str] = field(default_factory=lambda: [
-        "COCO_MVal_train", "COCO_Tiny_train", "WeizmannHorse", "PennFudanPed", "MSRC_v2", "CamVid",
-        "DSB2018", "EPFL_EM", "MoNuSeg",
-    ])
+    datasets: list[str] | None = None  # None = the task's default (SOIS_DATASETS / MOIS_DATASETS)
     data_root: str | None = None
     iterations: int = 10000
     batch_size: int = 8
@@ -66,6 +73,8 @@ class TrainConfig:
     val_min_area: int = 1024
 
     def __post_init__(self) -> None:
+        if self.datasets is None and self.task in ("sois", "mois"):
+            self.datasets = list(MOIS_DATASETS if self.task == "mois" else SOIS_DATASETS)
         check_train_config(self)
 
 
@@ -240,10 +249,12 @@ class Trainer:
         return (torch.stack(images).to(self.device), torch.stack(masks).to(self.device),
                 collate_points(points, extra=self.cfg.max_iter_clicks).to(self.device))
 
-    def add_iterative_clicks(self, images, masks, points) -> tuple[torch.Tensor, torch.Tensor]:
-        """0–N clicks from the model's own errors, each fed back with the previous mask."""
-        size = (images.shape[2], images.shape[3])
-        prev = torch.zeros_like(masks)
+    def iterative_clicks(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         targets: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """0–N clicks from the model's own errors on ``targets``, each fed back with the previous
+        mask, so the model learns to use corrections (RITM). ``predict(points, prev)`` gives the
+        logits; returns the points with the new clicks and the last previous mask."""
+        prev = torch.zeros_like(targets)
         n_iter = int(self.rng.integers(0, self.cfg.max_iter_clicks + 1))
         if n_iter == 0:
             return points, prev
@@ -251,16 +262,13 @@ class Trainer:
         self.model.eval()
         with torch.no_grad():
             for _ in range(n_iter):
-                logits = self.model(images, coord_maps(points, prev, size, self.model.cfg.click_radius))
-                prev = torch.sigmoid(logits)
-                pred = (prev > 0.49).cpu().numpy()[:, 0]
-                gt = (masks > 0.5).cpu().numpy()[:, 0]
-                for b in range(images.shape[0]):
+                prev = torch.sigmoid(predict(points, prev))
+                pred = (prev > DEFAULT_THRESHOLD).cpu().numpy()[:, 0]
+                gt = (targets > 0.5).cpu().numpy()[:, 0]
+                for b in range(len(pred)):
                     click = sample_error_click(pred[b], gt[b], self.rng)
-                    if click is None:
-                        continue
                     free = (points[b, :, 2] == -1).nonzero()
-                    if len(free):
+                    if click is not None and len(free):
                         points[b, int(free[0])] = torch.tensor(click)
         self.model.train(was_training)
         return points, prev
@@ -268,9 +276,11 @@ class Trainer:
     def forward_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and targets of one batch (clicks simulated, previous mask fed back)."""
         images, masks, points = self.next_batch()
-        points, prev = self.add_iterative_clicks(images, masks, points)
         size = (images.shape[2], images.shape[3])
-        maps = coord_maps(points, prev, size, self.model.cfg.click_radius)
+        radius = self.model.cfg.click_radius
+        points, prev = self.iterative_clicks(lambda pts, pm: self.model(images, coord_maps(pts, pm, size, radius)),
+                                             masks, points)
+        maps = coord_maps(points, prev, size, radius)
         with self.autocast():
             logits = self.net(images, maps)  # DDP wrapper when distributed: gradients averaged
         return logits, masks

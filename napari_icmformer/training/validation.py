@@ -19,7 +19,7 @@ from ..data import open_dataset
 from ..engine import Predictor, PredictorConfig
 from ..evaluation import evaluate_object
 from ..evaluation_mois import MoisResult, recall_curve, summarize_mois
-from ..exemplar import ExemplarPredictor
+from ..exemplar import ExemplarPredictor, RecallConfig
 from ..metrics import summarize
 from ..mois import MoisTarget, build_mois_targets, dios_clicks
 
@@ -117,10 +117,10 @@ class MoisValidationTarget:
 
 class MoisValidationSet:
     """Fixed Alg. 1 targets with golden exemplars and fixed DIOS clicks ("additional" protocol),
-    scored at the engine's recall view (``recall_view``), so ``best.pt`` is the best model as used."""
+    scored at the engine's recall view (``RecallConfig.view``), so ``best.pt`` is the best model as used."""
 
     def __init__(self, targets: list[MoisValidationTarget],
-                 recall_view: int | None = PredictorConfig.recall_view) -> None:
+                 recall_view: int | None = RecallConfig.view) -> None:
         if not targets:
             raise ValueError("the MOIS validation set has no image with two objects of one category")
         self.targets, self.recall_view = targets, recall_view
@@ -152,8 +152,7 @@ class MoisValidationSet:
         """NoC@85/90 and mIoU+@0/5 of the category target (local recall updates, as the engine)."""
         model.eval()
         device = next(model.parameters()).device
-        recaller = ExemplarPredictor(model, PredictorConfig(device=str(device), precision="fp32",
-                                                            recall_view=self.recall_view))
+        recaller = ExemplarPredictor(model, RecallConfig(device=str(device), precision="fp32", view=self.recall_view))
         results = []
         for vt in self.targets:
             recaller.set_image(vt.image)

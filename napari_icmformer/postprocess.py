@@ -1,5 +1,9 @@
-"""Find similar's objects: the category mask split into instances, and the rules that make a fix
-click on the proposals do what the user means.
+"""Find similar's post-processing: everything between the network's category probability and the
+proposals a user sees, in plain numpy/scipy (no model).
+
+* Pseudo negatives (``split_negative_clicks``): an exemplar negative on another object of the
+  category is not fed to the recall branch as a negative.
+* The local update (``local_update``): a recall click changes only the objects under it.
 
 * The automatic split (``split_instances``): watershed on the distance transform.
 * A positive click inside a proposal that holds several objects cuts the click's object out of
@@ -8,8 +12,10 @@ click on the proposals do what the user means.
   (``separating_gaps``).
 * A negative click removes the whole proposal under it, not only the pixels the network drops,
   and an object whose last click is negative stays removed (``click_instances``).
-* Size rule: proposals smaller than ``PredictorConfig.recall_min_area`` x the exemplar's area
+* Size rule: proposals smaller than ``RecallConfig.min_area`` x the exemplar's area
   are specks and are not proposed, unless a positive click is on them.
+* Committed objects (``drop_committed``): proposals already committed (the exemplar itself) are
+  not proposed again.
 Each rule touches only the proposal under the click, like the local update.
 """
 
@@ -22,6 +28,8 @@ from skimage.morphology import convex_hull_image, local_maxima, reconstruction
 from skimage.segmentation import watershed
 
 from src_models import Click, Clicks
+
+from .runtime import DEFAULT_THRESHOLD
 
 # Split clicks, chosen with benchmarks/bench_split_click.py on the GT masks of the training splits
 # (a click at the centre of the largest object of every proposal the automatic split merged):
@@ -243,3 +251,56 @@ def fix_last_click(prob: np.ndarray, prev_instances: np.ndarray | None, click: C
 
 def _padded(box: tuple[slice, slice], shape: tuple[int, int], pad: int = 1) -> tuple[slice, slice]:
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, shape, strict=True))
+
+
+def split_negative_clicks(negatives: Clicks, same_category: np.ndarray) -> tuple[Clicks, Clicks]:
+    """(true, pseudo) negatives: an exemplar negative click on another object of the exemplar's
+    category is *pseudo* (it is positive for the recall task) and must not reach the recall
+    branch as a negative. ``same_category``: GT of the other instances in training, the current
+    recall prediction at inference."""
+    true, pseudo = [], []
+    h, w = same_category.shape
+    for c in negatives:
+        y, x = int(round(c.y)), int(round(c.x))
+        on_object = 0 <= y < h and 0 <= x < w and bool(same_category[y, x])
+        (pseudo if on_object else true).append(c)
+    return Clicks(true), Clicks(pseudo)
+
+
+def local_update(prev_prob: np.ndarray, new_prob: np.ndarray, y: float, x: float,
+                 threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """``new_prob`` inside the objects under the click (its connected component in the previous
+    and in the new mask), ``prev_prob`` everywhere else: one click fixes the object it is on.
+    A line of background that kept two previous objects apart (a split click's cut) is kept."""
+    iy, ix = int(round(y)), int(round(x))
+    iy, ix = min(max(iy, 0), prev_prob.shape[0] - 1), min(max(ix, 0), prev_prob.shape[1] - 1)
+    region = np.zeros(prev_prob.shape, bool)
+    prev_components = None
+    for prob in (prev_prob, new_prob):
+        components, _ = ndimage.label(prob > threshold)
+        prev_components = components if prev_components is None else prev_components
+        if components[iy, ix]:
+            region |= components == components[iy, ix]
+    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    if len(rows):  # the lines are looked for where the click changes something only
+        box = (slice(max(0, rows[0] - 1), rows[-1] + 2), slice(max(0, cols[0] - 1), cols[-1] + 2))
+        region[box] &= ~separating_gaps(prev_components[box])
+    return np.where(region, new_prob, prev_prob).astype(np.float32)
+
+
+def drop_committed(instances: np.ndarray, objects: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
+    """Proposals minus what is already committed: instances mostly covered by existing objects
+    (e.g. the exemplar itself) are dropped, the rest lose their overlapping pixels."""
+    instances = np.asarray(instances)
+    taken = objects > 0
+    out = np.where(taken, 0, instances).astype(np.int32)
+    n = int(instances.max()) if instances.size else 0
+    if n == 0:
+        return out
+    total = np.bincount(instances.ravel(), minlength=n + 1)
+    covered = np.bincount(instances[taken].ravel(), minlength=n + 1)
+    drop = np.nonzero(covered > max_overlap * np.maximum(total, 1))[0]
+    drop = drop[drop > 0]
+    if len(drop):
+        out[np.isin(out, drop)] = 0
+    return out
