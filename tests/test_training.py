@@ -404,3 +404,32 @@ def test_train_cli_refuses_to_replace_a_run_and_a_resume_without_one(tmp_path, c
     assert "--resume" in capsys.readouterr().err
     assert (out / "last.pt").read_bytes() == before
     assert train_main([*args, "--overwrite"]) == 0
+
+
+def test_task_is_a_config_field_that_a_yaml_sets_and_checkpoints_record(tmp_path):
+    """`task: mois` in a YAML (or --task) picks iCMFormer++ training with the instance-annotated
+    datasets and validation left on ('auto'); a bad task is refused before any data loads."""
+    from napari_icmformer.cli.train import build_parser, config_from_args  # noqa: PLC0415
+    from napari_icmformer.training.mois_trainer import MoisTrainer, make_trainer  # noqa: PLC0415
+    from napari_icmformer.training.trainer import MOIS_DATASETS, SOIS_DATASETS  # noqa: PLC0415
+
+    yaml_file = tmp_path / "mois.yaml"
+    yaml_file.write_text("task: mois\n")
+    cfg = config_from_args(build_parser().parse_args(["--config", str(yaml_file)]))
+    assert cfg.task == "mois" and cfg.datasets == MOIS_DATASETS and cfg.val_dataset == "auto"
+    assert TrainConfig().datasets == SOIS_DATASETS and TrainConfig(task="mois", datasets=["X"]).datasets == ["X"]
+    with pytest.raises(ValueError, match="task must be"):
+        TrainConfig(task="segment")
+    pool = ObjectPool(max_side=96, min_area=4)
+    img = np.zeros((96, 96, 3), np.uint8)
+    masks = [np.zeros((96, 96), bool) for _ in range(2)]
+    masks[0][5:20, 5:20] = True
+    masks[1][30:50, 30:50] = True
+    pool.add_sample(Sample(image=img, masks=masks, name="a", categories=[1, 1]), "tiny")
+    out = tmp_path / "run"
+    overrides = {k: v for k, v in TINY.items() if k != "img_size"}
+    trainer = make_trainer(TrainConfig(task="mois", img_size=TINY["img_size"], iterations=1, batch_size=1,
+                                       val_dataset=None, out_dir=str(out), model_overrides=overrides), pool)
+    assert isinstance(trainer, MoisTrainer)
+    trainer.save()
+    assert load_model(out / "last.pt").checkpoint_extra["train_config"]["task"] == "mois"
