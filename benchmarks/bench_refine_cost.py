@@ -23,6 +23,7 @@ from skimage import data, filters, transform
 
 from napari_icmformer.clicking import first_eval_click, next_eval_click
 from napari_icmformer.engine import Predictor, PredictorConfig
+from napari_icmformer.runtime import DEFAULT_THRESHOLD
 from src_models import Clicks
 
 
@@ -45,7 +46,7 @@ def click_sequence(predictor: Predictor, image: np.ndarray, gt: np.ndarray, n: i
     predictor.reset_object()
     clicks, prob, seq = Clicks(), None, []
     for k in range(n):
-        c = first_eval_click(gt) if k == 0 else next_eval_click(prob > 0.49, gt, None, clicks)
+        c = first_eval_click(gt) if k == 0 else next_eval_click(prob > DEFAULT_THRESHOLD, gt, None, clicks)
         if c is None:
             break
         clicks = clicks.add(c.y, c.x, c.positive)

@@ -14,10 +14,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CheckpointError": ".checkpoints", "load_model": ".checkpoints", "save_checkpoint": ".checkpoints",
     "Predictor": ".engine", "PredictorConfig": ".engine",
-    "ExemplarPredictor": ".exemplar", "RecallResult": ".exemplar", "split_instances": ".exemplar",
+    "ExemplarPredictor": ".exemplar", "RecallConfig": ".exemplar", "RecallResult": ".exemplar",
+    "split_instances": ".postprocess",
 }
-__all__ = ["CheckpointError", "ExemplarPredictor", "Predictor", "PredictorConfig", "RecallResult", "load_model",
-           "save_checkpoint", "split_instances"]
+__all__ = ["CheckpointError", "ExemplarPredictor", "Predictor", "PredictorConfig", "RecallConfig", "RecallResult",
+           "load_model", "save_checkpoint", "split_instances"]
 
 
 def __getattr__(name: str) -> Any:

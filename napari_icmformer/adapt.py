@@ -41,7 +41,7 @@ from .exemplar import ExemplarPredictor, RecallConfig
 from .metrics import summarize
 from .mois import MoisTarget
 from .training.dataset import ObjectPool
-from .training.mois_trainer import MoisTrainer
+from .training.mois_trainer import make_trainer
 from .training.trainer import TrainConfig, Trainer, _no_interrupt
 from .weights import default_checkpoint
 
@@ -240,7 +240,7 @@ def _freeze_front_end(model: torch.nn.Module) -> int:
     return frozen
 
 
-def _make_trainer(cls, checkpoint: str, pool: ObjectPool, cfg: AdaptConfig, run_dir: str, mois: bool) -> Trainer:
+def _make_trainer(checkpoint: str, pool: ObjectPool, cfg: AdaptConfig, run_dir: str, mois: bool) -> Trainer:
     img_size = load_model(checkpoint).cfg.img_size
     tc = TrainConfig(task="mois" if mois else "sois", init_from=checkpoint, img_size=img_size, val_dataset=None,
                      out_dir=run_dir,
@@ -248,7 +248,7 @@ def _make_trainer(cls, checkpoint: str, pool: ObjectPool, cfg: AdaptConfig, run_
                      lr=cfg.mois_lr if mois else cfg.lr, warmup=cfg.warmup, iterations=1000,
                      max_iter_clicks=cfg.max_iter_clicks, copy_paste=cfg.copy_paste, device=cfg.device,
                      seed=cfg.seed, max_side=cfg.max_side)
-    trainer = cls(tc, pool)
+    trainer = make_trainer(tc, pool)
     trainer.view_min_side = cfg.view_min_side
     if cfg.train_layers == "late":
         _freeze_front_end(trainer.model)
@@ -351,7 +351,7 @@ def adapt(images: list[AnnotatedImage], config: AdaptConfig | None = None, *,
     sois_budget = budget * (1 - cfg.mois_share) if not why_not else budget
     objects = sois_objects(split, cfg.score_objects)
     with tempfile.TemporaryDirectory(prefix="icmformer-adapt-") as run_dir:
-        trainer = _make_trainer(Trainer, sois_ckpt, _pool(split.train, cfg.max_side, 16), cfg, run_dir, False)
+        trainer = _make_trainer(sois_ckpt, _pool(split.train, cfg.max_side, 16), cfg, run_dir, False)
         check = stop_and_tick("iCMFormer")
         sois = _fine_tune(trainer, lambda m: score_sois(m, objects, cfg.score_clicks, cfg.device, check),
                           lambda s: (s["NoC@85"], -s["mIoU@3"]), sois_budget, cfg, ticker("iCMFormer"), clock)
@@ -363,7 +363,7 @@ def adapt(images: list[AnnotatedImage], config: AdaptConfig | None = None, *,
         else:
             mois_ckpt = str(cfg.mois_checkpoint or default_checkpoint("mois"))
             targets = mois_targets(split, cfg.exemplars, cfg.seed)
-            trainer = _make_trainer(MoisTrainer, mois_ckpt, _pool(split.train, cfg.max_side, 4), cfg, run_dir, True)
+            trainer = _make_trainer(mois_ckpt, _pool(split.train, cfg.max_side, 4), cfg, run_dir, True)
             check = stop_and_tick("iCMFormer++")
             left = budget - (clock() - start)
             mois = _fine_tune(trainer, lambda m: score_mois(m, targets, cfg.device, check),

@@ -128,7 +128,7 @@ class _KeepLast:
         return self.prob
 
 
-def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, max_clicks: int = 20,
+def evaluate_sois_reference(predictor, image: np.ndarray, target: MoisTarget, max_clicks: int = 20, *,
                             config: RecallConfig | None = None) -> MoisResult:
     """The SOIS-only reference: iCMFormer clicks the whole category target, exemplar ignored.
     Its instances are split with ``config``'s rules (those of the recaller it is compared with)."""

@@ -336,10 +336,10 @@ class ExemplarPredictor:
                min_size: int = 16, on_tile: Callable[[int, int], None] | None = None) -> RecallResult:
         """Every object of the exemplar's category, given recall clicks and the previous result
         (``prev_mask``: the last result's ``prob``). With ``config.update="local"`` the last click
-        changes only the objects under it (see :func:`local_update`). The fix-click rules of
-        :mod:`~napari_icmformer.postprocess` follow: a positive click inside a proposal splits
-        it, a negative one removes the whole proposal, specks under ``config.min_area`` x
-        the exemplar's area (and ``min_size`` px) are not proposed. ``on_tile(done, total)`` is
+        changes only the objects under it (:func:`~napari_icmformer.postprocess.local_update`).
+        The fix-click rules of :mod:`~napari_icmformer.postprocess` follow: a positive click
+        inside a proposal splits it, a negative one removes the whole proposal, specks under
+        ``config.min_area`` x the exemplar's area (and ``min_size`` px) are not proposed. ``on_tile(done, total)`` is
         called after each tile (a progress bar for large images)."""
         return self._recall(clicks, prev_mask, min_size, on_tile, self._decode_tile)
 

@@ -1,10 +1,9 @@
-"""Find similar's post-processing: everything between the network's category probability and the
-proposals a user sees, in plain numpy/scipy (no model).
+"""Find similar's rules around the network, in plain numpy/scipy (no model): which clicks it is
+fed, and how its category probability becomes the proposals a user sees.
 
 * Pseudo negatives (``split_negative_clicks``): an exemplar negative on another object of the
   category is not fed to the recall branch as a negative.
 * The local update (``local_update``): a recall click changes only the objects under it.
-
 * The automatic split (``split_instances``): watershed on the distance transform.
 * A positive click inside a proposal that holds several objects cuts the click's object out of
   it (``split_off_click``). The cut is a 1 px line of background written into the probability,
@@ -16,7 +15,7 @@ proposals a user sees, in plain numpy/scipy (no model).
   are specks and are not proposed, unless a positive click is on them.
 * Committed objects (``drop_committed``): proposals already committed (the exemplar itself) are
   not proposed again.
-Each rule touches only the proposal under the click, like the local update.
+The fix-click rules each touch only the proposal under the click, like the local update.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def mask_box(mask: np.ndarray) -> Box | None:
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """When and how to tile (part of :class:`~napari_icmformer.engine.PredictorConfig`)."""
+    """When and how to tile (part of :class:`~napari_icmformer.exemplar.RecallConfig`)."""
 
     enabled: bool = True
     overlap: int = 64  # px of the layout shared by neighbouring tiles (at least)

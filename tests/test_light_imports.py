@@ -36,3 +36,13 @@ def test_reader_on_a_coco_json_stays_light(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "False", out.stdout
+
+
+def test_every_public_name_resolves():
+    """Each name in ``napari_icmformer.__all__`` (loaded lazily) is really there."""
+    code = ("import napari_icmformer as m\n"
+            "missing = [n for n in m.__all__ if not hasattr(m, n)]\n"
+            "print(','.join(missing))")
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"napari_icmformer.__all__ names that do not resolve: {out.stdout.strip()}"

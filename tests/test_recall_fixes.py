@@ -150,8 +150,7 @@ def test_size_rule_drops_specks_relative_to_the_exemplar():
     rec, recaller = _session(img, objs["exemplar"])
     props = _run(rec, recaller, img, rec.start())
     assert not props[objs["speck"] | objs["speck2"]].any() and props[20, 70]
-    off, recaller_off = _session(img, objs["exemplar"], RecallConfig(device="cpu", view=None,
-                                                                         min_area=0.0))
+    off, recaller_off = _session(img, objs["exemplar"], RecallConfig(device="cpu", view=None, min_area=0.0))
     assert _run(off, recaller_off, img, off.start())[objs["speck"]].all()  # proposed without the rule
     # relative to the exemplar: with the speck as the exemplar, the other speck is an object like it
     small, recaller_small = _session(img, objs["speck"])
@@ -181,8 +180,7 @@ def test_removed_object_stays_removed_with_global_updates():
     # (the stand-in drops only the disk under the negative click); the object's last click is
     # negative, so it is not proposed
     img, objs, _ = _scene()
-    rec, recaller = _session(img, objs["exemplar"], RecallConfig(device="cpu", view=None,
-                                                                    update="global"))
+    rec, recaller = _session(img, objs["exemplar"], RecallConfig(device="cpu", view=None, update="global"))
     _run(rec, recaller, img, rec.start())
     _run(rec, recaller, img, rec.add_click(20, 63, positive=False))
     props = _run(rec, recaller, img, rec.add_click(60, 38))

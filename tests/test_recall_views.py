@@ -89,8 +89,7 @@ def _scene(h=150, w=200, r=5):
 
 
 def _tiled_predictor(model=None):
-    cfg = RecallConfig(device="cpu", view=128,
-                          tiling=TilingConfig(overlap=16, max_patch_fraction=0.5))
+    cfg = RecallConfig(device="cpu", view=128, tiling=TilingConfig(overlap=16, max_patch_fraction=0.5))
     return ExemplarPredictor(model or tiny_pp(), cfg)
 
 

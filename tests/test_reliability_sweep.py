@@ -69,8 +69,7 @@ class Env:
 
     def recaller(self) -> ExemplarPredictor:
         if self._pp is None:
-            self._pp = ExemplarPredictor.from_checkpoint(self["pp.pt"], RecallConfig(device="cpu",
-                                                                                          view=64))
+            self._pp = ExemplarPredictor.from_checkpoint(self["pp.pt"], RecallConfig(device="cpu", view=64))
         return self._pp
 
 

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from ..autosave import AutosaveError, atomic_write_bytes, label_bytes
 from ..carry import CarriedExemplar, recall_each, stack_planes
 from ..checkpoints import CheckpointError
-from ..engine import PredictorConfig
 from ..export import CocoExportError, coco_to_labels, labels_to_coco
+from ..runtime import DEFAULT_THRESHOLD
 from ..series import SeriesError, list_images, read_image_file, spatial_shape
 from ._args import OneLineParser, fail, float_in, int_in, output_folder
 
@@ -48,7 +48,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--checkpoint", type=Path, default=None, help="iCMFormer++ checkpoint (default: shipped)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--threshold", type=float_in(0, 1, low_open=True, high_open=True),
-                   default=PredictorConfig.threshold)
+                   default=DEFAULT_THRESHOLD)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
 

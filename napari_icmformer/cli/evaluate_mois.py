@@ -74,7 +74,7 @@ def evaluate_sample(args, predictor, recallers, sample, index: int, rng: np.rand
         seed = target_seed(args.seed, index, t_index)
         done.setdefault("sois-only", []).append(
             evaluate_sois_reference(predictor, sample.image, target, args.max_clicks,
-                                    recallers[0][1].config if recallers else None))
+                                    config=recallers[0][1].config if recallers else None))
         for label, recaller in recallers:
             for mode in args.mois_mode:
                 res = evaluate_mois_target(recaller, predictor, sample.image, target, mode, args.max_clicks, seed)

@@ -17,7 +17,7 @@ from src_models import build_model, coord_maps, get_config
 from src_models.icmformer_pp import init_from_icmformer
 
 from ..checkpoints import load_model
-from .dataset import collate_points
+from .dataset import ObjectPool, collate_points
 from .mois_dataset import group_weights, make_mois_sample, mois_groups
 from .trainer import MOIS_DATASETS, TrainConfig, Trainer
 from .validation import MoisValidationSet
@@ -82,6 +82,6 @@ class MoisTrainer(Trainer):
         return logits, targets
 
 
-def make_trainer(cfg: TrainConfig, pool=None) -> Trainer:
+def make_trainer(cfg: TrainConfig, pool: ObjectPool | None = None) -> Trainer:
     """The trainer of ``cfg.task``: ``Trainer`` (iCMFormer) or ``MoisTrainer`` (iCMFormer++)."""
     return (MoisTrainer if cfg.task == "mois" else Trainer)(cfg, pool)

@@ -44,7 +44,9 @@ class TrainConfig:
     model: str = "vit_tiny"
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (YAML only)
     img_size: int = 224
-    datasets: list[str] | None = None  # None = the task's default (SOIS_DATASETS / MOIS_DATASETS)
+    # None = the task's default (SOIS_DATASETS / MOIS_DATASETS), filled in when the config is made:
+    # dataclasses.replace(cfg, task=...) keeps the list already there
+    datasets: list[str] | None = None
     data_root: str | None = None
     iterations: int = 10000
     batch_size: int = 8
