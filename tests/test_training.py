@@ -102,6 +102,36 @@ def test_two_iterations_then_resume_continues_the_step_count(tmp_path):
     assert [int(line.split(",")[0]) for line in lines[1:]] == [1, 2, 3, 4]
 
 
+def test_resume_and_data_workers_train_exactly_the_uninterrupted_run(tmp_path):
+    """Batches are drawn per step (StepBatches), so a run stopped at step 2 and resumed, or one
+    whose batches a DataLoader worker process prepares, ends with the very same weights."""
+    pool = _synthetic_pool()
+
+    def weights(trainer):
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    straight = Trainer(_tiny_cfg(tmp_path / "a", 4), pool)
+    straight.fit()
+    half = Trainer(_tiny_cfg(tmp_path / "b", 4), pool)
+    half.train_step()
+    half.train_step()
+    half.save()
+    resumed = Trainer(_tiny_cfg(tmp_path / "b", 4), pool)
+    resumed.resume()
+    resumed.fit()
+    cfg = _tiny_cfg(tmp_path / "c", 4)
+    cfg.workers = 1
+    worked = Trainer(cfg, pool)
+    worked.fit()
+    first, second, third = weights(straight), weights(resumed), weights(worked)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert all(torch.equal(first[k], third[k]) for k in first)
+    different = Trainer(_tiny_cfg(tmp_path / "d", 4), pool)
+    different.cfg.seed = 1
+    different.fit()
+    assert not all(torch.equal(first[k], v) for k, v in weights(different).items())
+
+
 @pytest.mark.slow
 def test_loss_decreases_on_a_learnable_task(tmp_path):
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ _INTS: dict[str, tuple[int, int | None]] = {
     "img_size": (32, 8192), "iterations": (1, None), "batch_size": (1, 65536), "warmup": (0, None),
     "max_iter_clicks": (0, 100), "seed": (0, 2**32 - 1), "save_every": (1, None), "threads": (0, 4096),
     "max_side": (32, 65536), "val_every": (1, None), "val_objects": (1, None), "val_max_clicks": (1, 1000),
-    "val_min_area": (0, None),
+    "val_min_area": (0, None), "workers": (0, 256),
 }
 # field -> (lowest, highest, lowest excluded)
 _FLOATS: dict[str, tuple[float, float, bool]] = {

@@ -11,6 +11,7 @@ protocol on fixed targets and keeps ``best.pt`` by category NoC@85, then mIoU+@5
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from src_models import build_model, coord_maps, get_config
@@ -54,20 +55,20 @@ class MoisTrainer(Trainer):
             raise ValueError("no image has two or more instances of one category: nothing to train MOIS on")
         self.weights = group_weights(self.pool, self.groups)
 
-    def next_batch(self):
+    def draw_batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """(images, exemplar masks, category targets, exemplar points, recall points) on the CPU."""
         images, exemplars, targets, ex_points, neg_points = [], [], [], [], []
         while len(images) < self.cfg.batch_size:
-            g = self.groups[int(self.rng.choice(len(self.groups), p=self.weights))]
-            sample = make_mois_sample(self.pool, g, self.cfg.img_size, self.rng)
+            g = self.groups[int(rng.choice(len(self.groups), p=self.weights))]
+            sample = make_mois_sample(self.pool, g, self.cfg.img_size, rng)
             if sample is None:
                 continue
             for bucket, item in zip((images, exemplars, targets, ex_points, neg_points), sample, strict=True):
                 bucket.append(item)
-        to = self.device
         # recall points: the exemplar's true negatives + room for the iterative clicks
         recall = collate_points(neg_points, extra=self.cfg.max_iter_clicks)
-        return (torch.stack(images).to(to), torch.stack(exemplars).to(to), torch.stack(targets).to(to),
-                collate_points(ex_points, extra=0).to(to), recall.to(to))
+        return (torch.stack(images), torch.stack(exemplars), torch.stack(targets),
+                collate_points(ex_points, extra=0), recall)
 
     def forward_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         images, exemplars, targets, ex_points, recall_points = self.next_batch()

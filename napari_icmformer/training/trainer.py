@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import math
 import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class TrainConfig:
     out_dir: str = "runs/default"
     save_every: int = 250
     threads: int = 0  # torch CPU threads; 0 = torch default
+    workers: int = 0  # DataLoader processes preparing batches; 0 = in the training process
     init_from: str | None = None  # start from an existing checkpoint's weights
     max_side: int = 384
     limit_per_dataset: int | None = None
@@ -104,6 +106,23 @@ def _no_interrupt():
             raise KeyboardInterrupt
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is the batch of that training step, drawn with its own RNG seeded by
+    (seed, rank, step): any DataLoader worker can prepare any step, every DDP rank draws its own
+    samples, and a resumed run draws exactly the batches the uninterrupted run would have."""
+
+    def __init__(self, draw: Callable[[np.random.Generator], tuple], seed: int, rank: int) -> None:
+        self.draw, self.seed, self.rank = draw, seed, rank
+
+    def __getitem__(self, step: int) -> tuple:
+        return self.draw(np.random.default_rng([self.seed, self.rank, int(step)]))
+
+
+def _one_thread(_worker: int) -> None:
+    """A data worker uses one torch thread: the training process keeps the cores."""
+    torch.set_num_threads(1)
+
+
 def _rng_state(rng: np.random.Generator) -> dict:
     return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
 
@@ -116,7 +135,7 @@ class Trainer:
         self.dist, self.device = init_distributed(cfg.device)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
         random.seed(cfg.seed)
-        # every rank draws its own samples
+        # the iterative clicks' RNG (saved for resume); batches have their own per step (StepBatches)
         self.rng = np.random.default_rng([cfg.seed, self.dist.rank] if self.dist.enabled else cfg.seed)
         self.model = self.make_model()
         self.model.to(self.device).train()
@@ -127,6 +146,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.loss_fn = NormalizedFocalLoss(alpha=0.5, gamma=2.0)
         self.step = 0
+        self._batch_iter: Iterator | None = None  # the DataLoader's iterator and the step it is at
+        self._batch_step = -1
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         if pool is None:
@@ -237,19 +258,38 @@ class Trainer:
         random.setstate(state["rng"]["python"])
 
     # -- one step ---------------------------------------------------------------------------
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw_batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """One batch on the CPU (images, masks, padded points), drawn with ``rng``."""
         images, masks, points = [], [], []
         while len(images) < self.cfg.batch_size:
-            idx = int(self.rng.choice(len(self.pool.objects), p=self.weights))
-            sample = make_training_sample(self.pool, idx, self.cfg.img_size, self.rng, self.cfg.copy_paste,
+            idx = int(rng.choice(len(self.pool.objects), p=self.weights))
+            sample = make_training_sample(self.pool, idx, self.cfg.img_size, rng, self.cfg.copy_paste,
                                           self.view_min_side)
             if sample is None:
                 continue
             images.append(sample[0])
             masks.append(sample[1])
             points.append(sample[2])
-        return (torch.stack(images).to(self.device), torch.stack(masks).to(self.device),
-                collate_points(points, extra=self.cfg.max_iter_clicks).to(self.device))
+        return torch.stack(images), torch.stack(masks), collate_points(points, extra=self.cfg.max_iter_clicks)
+
+    def batches(self, start: int) -> torch.utils.data.DataLoader:
+        """The batches of steps ``start``, ``start + 1``, ... prepared by ``cfg.workers`` processes
+        (0 = in this one) while the model trains. Its own generator: making a loader leaves the
+        global torch RNG (saved for an exact resume) untouched."""
+        workers = self.cfg.workers
+        return torch.utils.data.DataLoader(
+            StepBatches(self.draw_batch, self.cfg.seed, self.dist.rank), batch_size=None,
+            sampler=itertools.count(start), num_workers=workers, generator=torch.Generator(),
+            worker_init_fn=_one_thread if workers else None, prefetch_factor=2 if workers else None,
+            pin_memory=self.device.type == "cuda")
+
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        """The batch of the current step on the training device."""
+        if self._batch_iter is None or self._batch_step != self.step:
+            self._batch_iter = iter(self.batches(self.step))
+        batch = next(self._batch_iter)
+        self._batch_step = self.step + 1
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
     def iterative_clicks(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                          targets: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
