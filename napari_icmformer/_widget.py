@@ -430,12 +430,9 @@ class SegmentationWidget(Container):
         if annotator is None:
             show_info("Add or select an image first.")
             return None
-        try:
-            job = annotator.add_click(y, x, positive)
-        except ValueError as exc:
-            show_info(str(exc))
+        job = self._try_click(annotator, y, x, positive)
+        if job is None:
             return None
-        self._refresh_points()
         key = self.current_slice(session)
         image = session.image
         data = image.data[key] if key else image.data
@@ -563,13 +560,18 @@ class SegmentationWidget(Container):
         return self._start_recall(session, rec, job)
 
     def _recall_click(self, session: ImageSession, rec: RecallAnnotator, y: float, x: float, positive: bool):
+        job = self._try_click(rec, y, x, positive)
+        return None if job is None else self._start_recall(session, rec, job)
+
+    def _try_click(self, target: Annotator | RecallAnnotator, y: float, x: float, positive: bool):
+        """The click's job, or None after telling the user why the click was refused."""
         try:
-            job = rec.add_click(y, x, positive)
+            job = target.add_click(y, x, positive)
         except ValueError as exc:
             show_info(str(exc))
             return None
         self._refresh_points()
-        return self._start_recall(session, rec, job)
+        return job
 
     def _start_recall(self, session: ImageSession, rec: RecallAnnotator, job: RecallJob):
         key = self.current_slice(session)

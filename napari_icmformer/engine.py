@@ -24,7 +24,7 @@ from .checkpoints import load_model
 from .image import to_rgb01
 from .recall_views import Box
 from .refine import GraphCutConfig, graphcut_refine
-from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_prev_mask, check_threshold, resolve_runtime
+from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_fields, check_prev_mask, resolve_runtime
 from .weights import default_checkpoint
 
 
@@ -55,11 +55,7 @@ class PredictorConfig:
     graphcut: GraphCutConfig = field(default_factory=GraphCutConfig)
 
     def __post_init__(self) -> None:
-        if self.refine not in ("graphcut", "none"):
-            raise ValueError(f"PredictorConfig.refine must be 'graphcut' or 'none', got {self.refine!r}")
-        if not isinstance(self.graphcut, GraphCutConfig):
-            raise ValueError("PredictorConfig.graphcut must be a GraphCutConfig")
-        check_threshold("PredictorConfig", self.threshold)
+        check_fields(self, {"refine": ("graphcut", "none")}, {"graphcut": GraphCutConfig})
 
 
 def box_iou(a: Box, b: Box) -> float:

@@ -45,7 +45,7 @@ from .recall_views import (
     mask_box,
     plan_layout,
 )
-from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_prev_mask, check_threshold, resolve_runtime
+from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_fields, check_prev_mask, resolve_runtime
 from .weights import default_checkpoint
 
 __all__ = ["ExemplarPredictor", "RecallConfig", "RecallResult"]
@@ -82,11 +82,7 @@ class RecallConfig:
     precision: str = "auto"  # "fp32", "fp16", "bf16"; auto = fp32 on CPU, fp16 on CUDA
 
     def __post_init__(self) -> None:
-        if self.update not in ("local", "global"):
-            raise ValueError(f"RecallConfig.update must be 'local' or 'global', got {self.update!r}")
-        if not isinstance(self.tiling, TilingConfig):
-            raise ValueError("RecallConfig.tiling must be a TilingConfig")
-        check_threshold("RecallConfig", self.threshold)
+        check_fields(self, {"update": ("local", "global")}, {"tiling": TilingConfig})
         if self.min_area < 0 or self.split_h_per_radius < 0:
             raise ValueError("RecallConfig.min_area and split_h_per_radius must be >= 0")
 

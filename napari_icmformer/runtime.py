@@ -56,6 +56,20 @@ def resolve_runtime(device: str, precision: str) -> tuple[torch.device, torch.dt
     return dev, resolve_dtype(precision, dev)
 
 
+def check_fields(cfg: object, choices: dict[str, tuple], types: dict[str, type]) -> None:
+    """One clear error naming the field of a config dataclass that is not one of its choices or
+    not of its type, or whose ``threshold`` is outside (0, 1)."""
+    owner = type(cfg).__name__
+    for name, options in choices.items():
+        value = getattr(cfg, name)
+        if value not in options:
+            raise ValueError(f"{owner}.{name} must be {' or '.join(map(repr, options))}, got {value!r}")
+    for name, kind in types.items():
+        if not isinstance(getattr(cfg, name), kind):
+            raise ValueError(f"{owner}.{name} must be a {kind.__name__}")
+    check_threshold(owner, cfg.threshold)  # type: ignore[attr-defined]
+
+
 def check_threshold(owner: str, value: float) -> None:
     """A decision threshold strictly inside (0, 1): 0 or 1 would make every pixel, or none, the object."""
     if not (0.0 < float(value) < 1.0):

@@ -7,6 +7,7 @@ GrabCut or Berkeley, which are benchmarks only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,15 @@ def open_dev_dataset(name: str, data_root: str | None):
     return open_dataset(name, data_root)
 
 
+def _downscaled_samples(name: str, data_root: str | None, max_side: int) -> Iterator[tuple]:
+    """(sample, image, scale, (w, h)) for each image of a held-out set, read only when asked for,
+    downsized to ``max_side`` (validation sees images at the training pool's scale)."""
+    dataset = open_dev_dataset(name, data_root)
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        yield (sample, *_downscale(sample.image, max_side))
+
+
 def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
     scale = min(1.0, max_side / max(image.shape[:2]))
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
@@ -65,13 +75,10 @@ class ValidationSet:
     @classmethod
     def from_dataset(cls, name: str, data_root: str | None, n_objects: int, max_side: int,
                      min_area: int) -> "ValidationSet":
-        dataset = open_dev_dataset(name, data_root)
         objects: list[ValidationObject] = []
-        for i in range(len(dataset)):
+        for sample, image, scale, size in _downscaled_samples(name, data_root, max_side):
             if len(objects) >= n_objects:
                 break
-            sample = dataset[i]
-            image, scale, size = _downscale(sample.image, max_side)
             ignore = sample.ignore
             if ignore is not None and scale < 1.0:
                 ignore = np.asarray(Image.fromarray(ignore.astype(np.uint8)).resize(size, Image.NEAREST)) > 0
@@ -128,14 +135,11 @@ class MoisValidationSet:
     @classmethod
     def from_dataset(cls, name: str, data_root: str | None, n_targets: int, max_side: int,
                      seed: int = 0) -> "MoisValidationSet":
-        dataset = open_dev_dataset(name, data_root)
         rng = np.random.default_rng(seed)
         targets: list[MoisValidationTarget] = []
-        for i in range(len(dataset)):
+        for sample, image, scale, size in _downscaled_samples(name, data_root, max_side):
             if len(targets) >= n_targets:
                 break
-            sample = dataset[i]
-            image, scale, size = _downscale(sample.image, max_side)
             for t in build_mois_targets(sample, rng)[:1]:  # one target per image keeps it diverse
                 resized = [_resize_mask(m, scale, size) for m in t.instances]
                 exemplar = resized[t.exemplar_index]
