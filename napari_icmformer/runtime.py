@@ -67,13 +67,9 @@ def check_fields(cfg: object, choices: dict[str, tuple], types: dict[str, type])
     for name, kind in types.items():
         if not isinstance(getattr(cfg, name), kind):
             raise ValueError(f"{owner}.{name} must be a {kind.__name__}")
-    check_threshold(owner, cfg.threshold)  # type: ignore[attr-defined]
-
-
-def check_threshold(owner: str, value: float) -> None:
-    """A decision threshold strictly inside (0, 1): 0 or 1 would make every pixel, or none, the object."""
-    if not (0.0 < float(value) < 1.0):
-        raise ValueError(f"{owner}.threshold must be in (0, 1), got {value!r}")
+    threshold = cfg.threshold  # type: ignore[attr-defined]
+    if not (0.0 < float(threshold) < 1.0):  # 0 or 1 would make every pixel, or none, the object
+        raise ValueError(f"{owner}.threshold must be in (0, 1), got {threshold!r}")
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
