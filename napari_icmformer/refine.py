@@ -86,9 +86,14 @@ class GraphCutConfig:
 _OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def _disk_mask(shape: tuple[int, int], clicks, radius: float) -> np.ndarray:
+def click_disks(shape: tuple[int, int], clicks: Clicks, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """The positive and negative hard-constraint disks. Where disks of both signs overlap a pixel
+    goes to its nearest click (the newer on a tie): on a small object a negative click placed
+    inside an earlier positive click's disk must still take its own pixels out, or the click
+    does nothing and the user clicks again and again."""
     h, w = shape
-    m = np.zeros(shape, bool)
+    best = np.full(shape, np.inf)
+    sign = np.zeros(shape, np.int8)
     r = max(0.0, radius)
     ri = int(math.ceil(r))
     for c in clicks:
@@ -98,8 +103,11 @@ def _disk_mask(shape: tuple[int, int], clicks, radius: float) -> np.ndarray:
         if y0 >= y1 or x0 >= x1:
             continue
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        m[y0:y1, x0:x1] |= (yy - c.y) ** 2 + (xx - c.x) ** 2 <= r * r + 1e-6
-    return m
+        d = (yy - c.y) ** 2 + (xx - c.x) ** 2
+        win = (d <= r * r + 1e-6) & (d <= best[y0:y1, x0:x1])
+        best[y0:y1, x0:x1][win] = d[win]
+        sign[y0:y1, x0:x1][win] = 1 if c.positive else -1
+    return sign > 0, sign < 0
 
 
 def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -144,8 +152,7 @@ def _graphcut(image: np.ndarray, prob: np.ndarray, clicks: Clicks, threshold: fl
         raise ValueError(f"image {image.shape[:2]} and probability {prob.shape} differ in size")
     band_px = max(float(config.band_min_px), float(config.band if band_px is None else band_px))
     net = prob > threshold
-    pos = _disk_mask((h, w), clicks.positives, config.click_radius)
-    neg = _disk_mask((h, w), clicks.negatives, config.click_radius) & ~pos
+    pos, neg = click_disks((h, w), clicks, config.click_radius)
     if config.pairwise == 0:
         return (net | pos) & ~neg
     # the region the cut can touch: the band around the network's object, and the click disks

@@ -69,6 +69,20 @@ def test_clicks_are_hard_constraints_even_against_the_network():
     assert not cut[(yy - 48) ** 2 + (xx - 54) ** 2 <= 9].any()
 
 
+def test_a_negative_click_inside_a_positive_disk_still_removes_its_pixels():
+    """A small object: the negative click lands 2 px from the positive one, inside its disk.
+    Before, the positive disk won everywhere and the negative click changed nothing (the
+    benchmark clicker then clicked the same place over and over)."""
+    image, prob, gt = _square_scene()
+    cfg = GraphCutConfig(pairwise=3.0, click_radius=3.0)
+    before = graphcut_refine(image, prob, Clicks().add(40, 64), 0.49, cfg)
+    clicks = Clicks().add(40, 64).add(40, 66, positive=False)
+    cut = graphcut_refine(image, prob, clicks, 0.49, cfg)
+    assert before[40, 66] and not cut[40, 66]  # the negative click's own pixel goes out
+    assert cut[40, 64] and cut[40, 63]  # the positive click's pixel and its nearer side stay in
+    assert not cut[40, 67]  # the negative side of the overlap goes out with it
+
+
 @pytest.mark.parametrize("bad", [dict(pairwise=-1.0), dict(pairwise=float("nan")), dict(band=float("inf")),
                                  dict(click_radius=-2.0), dict(max_pixels=0), dict(feedback="both"),
                                  dict(band_min_px=-1), dict(color=-0.5), dict(color=float("nan")),
