@@ -39,6 +39,12 @@ class PredictorConfig:
     zoom_expansion: float = 1.4
     zoom_min_crop: int = 200
     zoom_recompute_iou: float = 0.5
+    # first click on an object that is small in its view (its zoom-in crop at most this share of
+    # the view's side): predict again in that crop (0 = never)
+    zoom_refocus: float = 0.0
+    # that crop's expansion around the first prediction (wider than zoom_expansion: a first
+    # prediction may have missed part of the object)
+    zoom_refocus_expansion: float = 2.0
     flip: bool = False
     threshold: float = DEFAULT_THRESHOLD
     device: str = "auto"
@@ -56,6 +62,10 @@ class PredictorConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {"refine": ("graphcut", "none")}, {"graphcut": GraphCutConfig})
+        for name, low in (("zoom_expansion", 1.0), ("zoom_refocus_expansion", 1.0), ("zoom_refocus", 0.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= low):
+                raise ValueError(f"PredictorConfig.{name} must be a finite number >= {low:g}, got {v!r}")
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -224,6 +234,24 @@ class Predictor:
         if len(clicks) == 0:
             return np.zeros((h, w), np.float32)
         box = self.choose_view(clicks, prev_mask)
+        prob = self._network(box, clicks, prev_mask, use_cache)
+        focus = self._refocus_box(box, prob, clicks, prev_mask)
+        if focus is not None:  # a small object seen whole: look again, zoomed in on it
+            box = self._roi = focus
+            prob = self._network(box, clicks, None, use_cache)
+        y0, x0, y1, x1 = box
+        out = np.zeros((h, w), np.float32)
+        out[y0:y1, x0:x1] = prob
+        if self.config.refine == "none":
+            return out
+        net = out.copy()
+        out[y0:y1, x0:x1] = self.refine_view(box, out[y0:y1, x0:x1], clicks)
+        self._last_out, self._last_net = out, net
+        return out
+
+    @torch.no_grad()
+    def _network(self, box: Box, clicks: Clicks, prev_mask: np.ndarray | None, use_cache: bool) -> np.ndarray:
+        """The network's probability inside ``box`` (its size in image pixels)."""
         y0, x0, y1, x1 = box
         sy, sx = self.size / (y1 - y0), self.size / (x1 - x0)
         # pixel centres map as in the resize: v = (p - y0 + 0.5) * s - 0.5 = (p - d) * s
@@ -250,14 +278,26 @@ class Predictor:
             probs.append(p.flip(-1) if flip else p)
         prob = torch.stack(probs).mean(0)
         prob = F.interpolate(prob, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
-        out = np.zeros((h, w), np.float32)
-        out[y0:y1, x0:x1] = prob.cpu().numpy()
-        if self.config.refine == "none":
-            return out
-        net = out.copy()
-        out[y0:y1, x0:x1] = self.refine_view(box, out[y0:y1, x0:x1], clicks)
-        self._last_out, self._last_net = out, net
-        return out
+        return prob.cpu().numpy()
+
+    def _refocus_box(self, box: Box, prob: np.ndarray, clicks: Clicks, prev_mask: np.ndarray | None) -> Box | None:
+        """The zoom-in crop around the object, when the network saw the object in a view not
+        zoomed on it (no previous mask) and the crop is at most ``zoom_refocus`` of the view's
+        side: a nucleus seen in a whole 500 px image is a few network pixels wide and comes out
+        as a blob; seen again in its crop it is at the scale training showed it."""
+        cfg = self.config
+        if not cfg.zoom_in or not cfg.zoom_refocus or (prev_mask is not None and (prev_mask > cfg.threshold).any()):
+            return None
+        pred = prob > cfg.threshold
+        if not pred.any():
+            return None
+        y0, x0, y1, x1 = box
+        full = np.zeros(self.image_shape, bool)
+        full[y0:y1, x0:x1] = pred
+        roi = object_roi(full, clicks, cfg.zoom_refocus_expansion, cfg.zoom_min_crop)
+        if max(roi[2] - roi[0], roi[3] - roi[1]) > cfg.zoom_refocus * max(y1 - y0, x1 - x0):
+            return None
+        return roi
 
     def refine_view(self, box: Box, prob: np.ndarray, clicks: Clicks) -> np.ndarray:
         """The graph-cut result inside the view, as a probability whose decision at the

@@ -40,6 +40,10 @@ class GraphCutConfig:
     band_min_px: int = 2
     # radius (pixels) of each click's hard-constraint disk
     click_radius: float = 3.0
+    # and at most this share of the network's object's equivalent radius (at least 1 px; 0 = no
+    # such cap): a 3 px disk is a quarter of a 12 px nucleus, so a negative click on its rim
+    # would cut away a bite of it
+    click_radius_per_size: float = 0.0
     # the cut runs at most on this many pixels; a larger view is cut at a reduced scale and the
     # result upsampled (a 2000² view: edges within a pixel or two of the full-resolution cut)
     max_pixels: int = 512 * 512
@@ -65,7 +69,7 @@ class GraphCutConfig:
     color_bins: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("pairwise", "band", "click_radius", "color"):
+        for name in ("pairwise", "band", "click_radius", "click_radius_per_size", "color"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"GraphCutConfig.{name} must be a finite number >= 0, got {v!r}")
@@ -152,7 +156,10 @@ def _graphcut(image: np.ndarray, prob: np.ndarray, clicks: Clicks, threshold: fl
         raise ValueError(f"image {image.shape[:2]} and probability {prob.shape} differ in size")
     band_px = max(float(config.band_min_px), float(config.band if band_px is None else band_px))
     net = prob > threshold
-    pos, neg = click_disks((h, w), clicks, config.click_radius)
+    radius = config.click_radius
+    if config.click_radius_per_size > 0 and net.any():
+        radius = min(radius, max(1.0, config.click_radius_per_size * math.sqrt(net.sum() / math.pi)))
+    pos, neg = click_disks((h, w), clicks, radius)
     if config.pairwise == 0:
         return (net | pos) & ~neg
     # the region the cut can touch: the band around the network's object, and the click disks

@@ -198,3 +198,57 @@ def test_keyed_images_keep_their_features(predictor):
         np.testing.assert_array_equal(predictor.predict(clicks), first[z])
     assert predictor.stats["encodes"] == 3
     assert not np.array_equal(first[0], first[1])
+
+
+def _fake_network(predictor, radius: float, calls: list):
+    """The network replaced by a disk of ``radius`` image px around the first click, in any view."""
+    def network(box, clicks, prev_mask, use_cache):
+        calls.append((box, prev_mask is not None))
+        y0, x0, y1, x1 = box
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        c = clicks[0]
+        return (((yy - c.y) ** 2 + (xx - c.x) ** 2) <= radius ** 2).astype(np.float32)
+    predictor._network = network
+
+
+@pytest.mark.parametrize("radius, refocused", [(6, True), (120, False)])
+def test_a_small_object_seen_whole_is_predicted_again_in_its_crop(radius, refocused):
+    """A nucleus in a whole 500 px view is a few network pixels wide: the first click looks
+    again in a crop around the first prediction, a large object keeps the whole view."""
+    p = Predictor(tiny_model(), PredictorConfig(device="cpu", refine="none", zoom_refocus=0.5, zoom_min_crop=64))
+    p.set_image(np.zeros((500, 500, 3), np.uint8))
+    calls: list = []
+    _fake_network(p, radius, calls)
+    prob = p.predict(Clicks().add(250, 250))
+    assert calls[0] == ((0, 0, 500, 500), False)
+    if not refocused:
+        assert len(calls) == 1 and p._roi is None
+        return
+    assert len(calls) == 2
+    (y0, x0, y1, x1), with_prev = calls[1]
+    assert not with_prev  # the crop starts afresh, as a first click
+    assert (y1 - y0, x1 - x0) == (64, 64) and y0 <= 244 and y1 >= 256  # min crop around the blob
+    assert p._roi == (y0, x0, y1, x1)  # the next click zooms from here
+    outside = np.ones_like(prob, bool)
+    outside[y0:y1, x0:x1] = False
+    assert prob[outside].max() == 0 and prob[250, 250] == 1
+    # a second click with the previous mask zooms in as before: no refocus
+    calls.clear()
+    p.predict(Clicks().add(250, 250).add(240, 240, False), prob)
+    assert len(calls) == 1
+
+
+def test_refocus_off_by_zero():
+    p = Predictor(tiny_model(), PredictorConfig(device="cpu", refine="none", zoom_refocus=0.0))
+    p.set_image(np.zeros((500, 500, 3), np.uint8))
+    calls: list = []
+    _fake_network(p, 6, calls)
+    p.predict(Clicks().add(250, 250))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("bad", [dict(zoom_refocus=-0.1), dict(zoom_refocus=float("nan")),
+                                 dict(zoom_refocus_expansion=0.5), dict(zoom_expansion="2")])
+def test_bad_zoom_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="PredictorConfig.zoom"):
+        PredictorConfig(**bad)

@@ -83,8 +83,26 @@ def test_a_negative_click_inside_a_positive_disk_still_removes_its_pixels():
     assert not cut[40, 67]  # the negative side of the overlap goes out with it
 
 
+def test_click_disks_shrink_with_a_small_object():
+    """With click_radius_per_size the disk is a share of the network's object's radius: a
+    negative click on the rim of a 6 px object takes a 1 px bite, not a 3 px one."""
+    size = 48
+    yy, xx = np.mgrid[:size, :size]
+    gt = (yy - 24) ** 2 + (xx - 24) ** 2 <= 36
+    image = np.where(gt[..., None], 0.7, 0.3).astype(np.float32) * np.ones(3, np.float32)
+    prob = gt.astype(np.float32) * 0.9 + 0.05
+    clicks = Clicks().add(24, 24).add(24, 29, positive=False)
+    fixed = graphcut_refine(image, prob, clicks, 0.49, GraphCutConfig(pairwise=0.0, click_radius=3.0))
+    scaled = graphcut_refine(image, prob, clicks, 0.49,
+                             GraphCutConfig(pairwise=0.0, click_radius=3.0, click_radius_per_size=0.25))
+    assert not fixed[24, 29] and not scaled[24, 29]
+    assert (gt & ~scaled).sum() < (gt & ~fixed).sum() / 2  # the bite shrank with the disk
+    assert not fixed[24, 27] and scaled[24, 27]
+
+
 @pytest.mark.parametrize("bad", [dict(pairwise=-1.0), dict(pairwise=float("nan")), dict(band=float("inf")),
-                                 dict(click_radius=-2.0), dict(max_pixels=0), dict(feedback="both"),
+                                 dict(click_radius=-2.0), dict(click_radius_per_size=-1.0), dict(max_pixels=0),
+                                 dict(feedback="both"),
                                  dict(band_min_px=-1), dict(color=-0.5), dict(color=float("nan")),
                                  dict(color_bins=1), dict(color_bins=256)])
 def test_bad_weights_are_refused(bad):
