@@ -31,17 +31,18 @@ from .weights import default_checkpoint
 @dataclass
 class PredictorConfig:
     """iCMFormer inference options (Find similar's are ``exemplar.RecallConfig``). Zoom-In as in
-    RITM / SimpleClick: crop around the current object (expanded ×1.4, at least 200 px), kept
+    RITM / SimpleClick: crop around the current object (expanded ×1.4, at least 64 px), kept
     while clicks stay inside it and its box IoU with the new object box stays ≥ 0.5, so the
     cached crop features are reused."""
 
     zoom_in: bool = True
     zoom_expansion: float = 1.4
-    zoom_min_crop: int = 200
+    zoom_min_crop: int = 64
     zoom_recompute_iou: float = 0.5
     # first click on an object that is small in its view (its zoom-in crop at most this share of
-    # the view's side): predict again in that crop (0 = never)
-    zoom_refocus: float = 0.0
+    # the view's side): predict again in that crop (0 = never; 0.5 chosen on training-side
+    # nuclei and COCO objects, BENCHMARKS.md "Small objects")
+    zoom_refocus: float = 0.5
     # that crop's expansion around the first prediction (wider than zoom_expansion: a first
     # prediction may have missed part of the object)
     zoom_refocus_expansion: float = 2.0

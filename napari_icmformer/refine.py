@@ -43,7 +43,7 @@ class GraphCutConfig:
     # and at most this share of the network's object's equivalent radius (at least 1 px; 0 = no
     # such cap): a 3 px disk is a quarter of a 12 px nucleus, so a negative click on its rim
     # would cut away a bite of it
-    click_radius_per_size: float = 0.0
+    click_radius_per_size: float = 0.25
     # the cut runs at most on this many pixels; a larger view is cut at a reduced scale and the
     # result upsampled (a 2000² view: edges within a pixel or two of the full-resolution cut)
     max_pixels: int = 512 * 512

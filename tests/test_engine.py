@@ -63,7 +63,9 @@ def test_object_roi_geometry():
     assert object_roi(corner, Clicks(), 1.4, 200)[:2] == (0, 0)  # clipped to the image
 
 
-def test_zoom_in_crop_and_paste_back(predictor):
+def test_zoom_in_crop_and_paste_back():
+    # a small object's crop is at least zoom_min_crop on a side
+    predictor = Predictor(tiny_model(), PredictorConfig(device="cpu", zoom_min_crop=200))
     predictor.set_image(np.random.default_rng(2).random((600, 600, 3)))
     prev = np.zeros((600, 600), np.float32)
     prev[280:320, 280:320] = 1.0

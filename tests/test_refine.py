@@ -92,7 +92,8 @@ def test_click_disks_shrink_with_a_small_object():
     image = np.where(gt[..., None], 0.7, 0.3).astype(np.float32) * np.ones(3, np.float32)
     prob = gt.astype(np.float32) * 0.9 + 0.05
     clicks = Clicks().add(24, 24).add(24, 29, positive=False)
-    fixed = graphcut_refine(image, prob, clicks, 0.49, GraphCutConfig(pairwise=0.0, click_radius=3.0))
+    fixed = graphcut_refine(image, prob, clicks, 0.49,
+                            GraphCutConfig(pairwise=0.0, click_radius=3.0, click_radius_per_size=0.0))
     scaled = graphcut_refine(image, prob, clicks, 0.49,
                              GraphCutConfig(pairwise=0.0, click_radius=3.0, click_radius_per_size=0.25))
     assert not fixed[24, 29] and not scaled[24, 29]
