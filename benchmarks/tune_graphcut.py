@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+from dataclasses import replace
 
 import numpy as np
 from tqdm import tqdm
@@ -42,6 +44,9 @@ def main() -> None:
                    help="clicked: drop parts without a positive click (GraphCutConfig.drop_unclicked_parts)")
     p.add_argument("--flip", nargs="+", default=["off"], choices=["off", "on"],
                    help="PredictorConfig.flip: average the network over a horizontal flip")
+    p.add_argument("--engine", nargs="+", default=["{}"],
+                   help="PredictorConfig overrides, one JSON object each (e.g. zoom_refocus; nested "
+                        "\"graphcut\" for other GraphCutConfig fields), crossed with the grid above")
     p.add_argument("--no-baseline", action="store_true", help="skip the refine='none' row")
     args = p.parse_args()
 
@@ -53,13 +58,16 @@ def main() -> None:
     configs: list[tuple[str, PredictorConfig]] = []
     if not args.no_baseline:
         configs.append(("none", PredictorConfig(device="cpu", refine="none")))
-    for lam, band, radius, fb, parts, colour, flip in itertools.product(
-            args.pairwise, args.band, args.click_radius, args.feedback, args.parts, args.color, args.flip):
-        gc = GraphCutConfig(pairwise=lam, band=band, click_radius=radius, feedback=fb,
-                            drop_unclicked_parts=parts == "clicked", color=colour)
+    for lam, band, radius, fb, parts, colour, flip, engine in itertools.product(
+            args.pairwise, args.band, args.click_radius, args.feedback, args.parts, args.color, args.flip,
+            args.engine):
+        overrides = json.loads(engine)
+        gc = replace(GraphCutConfig(pairwise=lam, band=band, click_radius=radius, feedback=fb,
+                                    drop_unclicked_parts=parts == "clicked", color=colour),
+                     **overrides.pop("graphcut", {}))
         configs.append((f"graphcut pairwise={lam:g} band={band:g} color={colour:g} r={radius:g} feedback={fb} "
-                        f"parts={parts} flip={flip}",
-                        PredictorConfig(device="cpu", graphcut=gc, flip=flip == "on")))
+                        f"parts={parts} flip={flip}" + (f" {engine}" if engine != "{}" else ""),
+                        PredictorConfig(device="cpu", graphcut=gc, flip=flip == "on", **overrides)))
     k = args.max_clicks
     print(f"{len(objects)} objects from {args.datasets}, {k} clicks")
     print(f"| config | NoC@85 | NoC@90 | mIoU@1 | mIoU@5 | mIoU@10 | mIoU@{k} | worst drop | s/click |")
