@@ -15,6 +15,7 @@ from napari_icmformer.adapt import (
     SOIS_FILE,
     AdaptCancelled,
     AdaptConfig,
+    _fine_tune,
     adapt,
 )
 from napari_icmformer.adapt_data import AdaptInputError, as_annotated, crop_to_objects, split_objects
@@ -212,3 +213,32 @@ def test_adaptation_views_are_the_engines_zoom_in_scale():
         b = random_view((1000, 1000), box, np.random.default_rng(seed), whole_prob=0.0)
         assert min(a[2] - a[0], a[3] - a[1]) >= 149
         assert max(b[2] - b[0], b[3] - b[1]) <= 3 * 12 * 1.4 + 1
+
+
+class _StubTrainer:
+    """A trainer whose every step changes its one weight (so kept weights show which step won)."""
+
+    def __init__(self) -> None:
+        self.model = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.zeros_(self.model.weight)
+        self.step = 0
+        self.cfg = type("Cfg", (), {"iterations": 1})()
+
+    def train_step(self) -> float:
+        self.step += 1
+        with torch.no_grad():
+            self.model.weight.fill_(float(self.step))
+        return 0.5
+
+
+@pytest.mark.parametrize(("min_gain", "kept_start"), [(0.0, False), (0.05, True)])
+def test_a_held_out_gain_below_the_margin_keeps_the_starting_weights(min_gain, kept_start):
+    f1 = iter([0.50, 0.52, 0.53])  # before, then two scorings: +0.03 at best
+    ticks = iter(range(10_000))
+    result = _fine_tune(_StubTrainer(), lambda m: {"F1": next(f1)}, lambda s: (-s["F1"],), 20.0,
+                        AdaptConfig(scores=2), lambda step, msg: None, clock=lambda: float(next(ticks)),
+                        min_gain=min_gain)
+    assert result["improved"] is (not kept_start)
+    assert result["after"]["F1"] == (0.50 if kept_start else 0.53)
+    with pytest.raises(ValueError, match="mois_min_gain"):
+        AdaptConfig(mois_min_gain=-1)
