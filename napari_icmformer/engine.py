@@ -40,9 +40,9 @@ class PredictorConfig:
     zoom_min_crop: int = 64
     zoom_recompute_iou: float = 0.5
     # first click on an object that is small in its view (its zoom-in crop at most this share of
-    # the view's side): predict again in that crop (0 = never; 0.5 chosen on training-side
+    # the view's side): predict again in that crop (0 = never; 0.3 chosen on training-side
     # nuclei and COCO objects, BENCHMARKS.md "Small objects")
-    zoom_refocus: float = 0.5
+    zoom_refocus: float = 0.3
     # that crop's expansion around the first prediction (wider than zoom_expansion: a first
     # prediction may have missed part of the object)
     zoom_refocus_expansion: float = 2.0
