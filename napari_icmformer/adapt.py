@@ -273,6 +273,7 @@ def _fine_tune(trainer: Trainer, score: Callable[[torch.nn.Module], dict], key: 
     t0 = clock()
     before = score(trainer.model)
     score_s = clock() - t0
+    bar = key(before)[0] - min_gain  # what a step's first key element must reach to replace the start
     best = {"key": key(before), "state": copy.deepcopy(trainer.model.state_dict()), "step": 0, "metrics": before}
     history = [{"step": 0, "seconds": round(score_s, 1), **before}]
     left = seconds - score_s
@@ -296,8 +297,9 @@ def _fine_tune(trainer: Trainer, score: Callable[[torch.nn.Module], dict], key: 
                 break
         metrics = score(trainer.model)
         history.append({"step": trainer.step, "seconds": round(clock() - t0, 1), **metrics})
-        if key(metrics) < best["key"] and key(metrics)[0] <= key(before)[0] - min_gain:
-            best = {"key": key(metrics), "state": copy.deepcopy(trainer.model.state_dict()),
+        k = key(metrics)
+        if k < best["key"] and k[0] <= bar:
+            best = {"key": k, "state": copy.deepcopy(trainer.model.state_dict()),
                     "step": trainer.step, "metrics": metrics}
     trainer.model.load_state_dict(best["state"])
     trainer.model.eval()
