@@ -280,6 +280,100 @@ def test_mois_groups_and_samples_follow_alg1():
             assert not tg[int(y), int(x)]  # pseudo negatives (on other instances) never reach recall
 
 
+def _two_kind_pool() -> ObjectPool:
+    """Bright squares (dataset "squares") and dark discs (dataset "discs"), 3 of each per image."""
+    rng = np.random.default_rng(2)
+    pool = ObjectPool(max_side=96, min_area=4)
+    yy, xx = np.mgrid[:96, :96]
+    for name, value in (("squares", 220), ("discs", 20)):
+        for i in range(2):
+            img = (100 + rng.random((96, 96, 3)) * 30).astype(np.uint8)
+            masks = []
+            for y, x in ((20, 20), (20, 70), (70, 45)):
+                m = (abs(yy - y) < 8) & (abs(xx - x) < 8) if name == "squares" else (yy - y) ** 2 + (xx - x) ** 2 < 64
+                img[m] = value
+                masks.append(m)
+            pool.add_sample(Sample(f"{name}{i}", img, masks, [1, 1, 1]), name)
+    return pool
+
+
+def test_other_kind_pasted_in_and_the_exemplar_decides_the_target():
+    from napari_icmformer.training.mois_dataset import PASTED, kind_of, make_mois_sample, mois_groups, paste_other_kind  # noqa: PLC0415
+
+    pool = _two_kind_pool()
+    groups = mois_groups(pool)
+    squares = [g for g in groups if kind_of(pool, g)[0] == "squares"]
+    discs = [g for g in groups if kind_of(pool, g)[0] == "discs"]
+    assert len(squares) == len(discs) == 2
+    rng = np.random.default_rng(0)
+    # the pasted discs are labelled apart and drawn dark, at the size of the view's squares
+    lab = np.zeros((64, 64), np.int64)
+    lab[5:15, 5:15], lab[40:50, 40:50] = 1, 2
+    img, out = paste_other_kind(pool, lab, torch.full((3, 64, 64), 0.5), discs[0], rng)
+    pasted = out >= PASTED
+    assert pasted.any() and (lab[~pasted] == out[~pasted]).all()
+    assert float(img[0][pasted].mean()) < 0.3 and 30 < pasted.sum() / len(np.unique(out[pasted])) < 250
+    kinds_seen = set()
+    for _ in range(40):
+        s = make_mois_sample(pool, squares[0], 64, rng, other=discs[1])
+        if s is None:
+            continue
+        image, exemplar, target = s[0][0].numpy(), s[1][0].numpy() > 0.5, s[2][0].numpy() > 0.5
+        assert exemplar.any() and (exemplar <= target).all() and target.sum() > exemplar.sum()
+        # the target is one kind only: the exemplar's (bright squares or pasted dark discs)
+        bg = np.median(image[~target])  # the noise background (colour jitter moves all of it)
+        bright = image[target].mean() > bg
+        kinds_seen.add(bright)
+        step = (image - bg) if bright else (bg - image)
+        assert (step[target] > 0.2).mean() > 0.8
+        assert (~target & (step < -0.2)).sum() > 20  # the other kind is in view and is background
+    assert kinds_seen == {True, False}  # both kinds get to be the target
+
+
+def test_mois_trainer_draws_other_kind_batches(tmp_path, tiny_checkpoint):
+    from napari_icmformer.training.mois_trainer import MoisTrainer  # noqa: PLC0415
+
+    cfg = _tiny_cfg(tmp_path, 1)
+    cfg.init_from, cfg.other_kinds = str(tiny_checkpoint), 1.0
+    trainer = MoisTrainer(cfg, _two_kind_pool())
+    groups = trainer.groups
+    assert all(len(trainer.other_kind[k]) == 2 for k in range(len(groups)))  # the 2 groups of the other set
+    images, exemplars, targets, _, _ = trainer.draw_batch(np.random.default_rng(0))
+    assert images.shape[0] == cfg.batch_size and (exemplars <= targets).all()
+    with pytest.raises(ValueError, match="other_kinds"):
+        TrainConfig(task="mois", other_kinds=1.5)
+
+
+def test_msrc_classes_make_one_group_per_thing_and_none_for_stuff(tmp_path):
+    import json  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    from napari_icmformer.data.readers import ClassedFolderDataset  # noqa: PLC0415
+    from napari_icmformer.training.mois_dataset import mois_groups  # noqa: PLC0415
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    labels = np.zeros((40, 60), np.uint16)
+    for k, (y, x) in enumerate(((5, 5), (5, 25), (25, 5), (25, 25), (5, 45)), start=1):
+        labels[y:y + 10, x:x + 10] = k
+    labels[labels == 0] = 6  # the rest is grass
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(tmp_path / "images" / "a.jpg")
+    Image.fromarray(labels).save(tmp_path / "labels" / "a.png")
+    classes = {"a": {"1": "cow", "2": "cow", "3": "sheep", "4": "sheep", "5": "cow", "6": "grass"}}
+    (tmp_path / "classes.json").write_text(json.dumps(classes))
+    ds = ClassedFolderDataset(tmp_path / "images", tmp_path / "labels", tmp_path / "classes.json",
+                              ("cow", "sheep"))
+    assert ds[0].categories == [1, 1, 2, 2, 1, 0]
+    pool = ObjectPool(max_side=96, min_area=4)
+    pool.add_sample(ds[0], "msrc")
+    groups = mois_groups(pool)
+    assert sorted(len(g) for g in groups) == [2, 3]  # cows, sheep; the grass is no target
+    (tmp_path / "classes.json").write_text("[not json")
+    with pytest.raises(ValueError, match="segment classes"):
+        ClassedFolderDataset(tmp_path / "images", tmp_path / "labels", tmp_path / "classes.json", ("cow",))
+
+
 def test_mois_training_runs_loads_and_resumes(tmp_path, tiny_checkpoint):
     from napari_icmformer.training.mois_trainer import MoisTrainer  # noqa: PLC0415
 

@@ -146,7 +146,39 @@ class FolderDataset:
         if raw.shape[:2] != image.shape[:2]:
             raise DatasetError(f"mask {mpath} is {raw.shape[1::-1]} but image {ipath} is "
                                f"{image.shape[1::-1]} (width, height)")
-        return Sample(stem, image, masks, [1] * len(masks), ignore)
+        return Sample(stem, image, masks, self.categories(stem, masks), ignore)
+
+    def categories(self, stem: str, masks: Sequence[np.ndarray]) -> list[int]:
+        """One category per mask: instance-label folders hold one kind of object (1)."""
+        return [1] * len(masks)
+
+
+# MSRC_v2 things (countable objects); its stuff classes (grass, sky, road, ...) get category 0
+MSRC_THINGS = ("body", "face", "cow", "bird", "book", "flower", "car", "boat", "sign", "sheep", "chair",
+               "dog", "bicycle", "aeroplane", "cat", "horse")
+
+
+class ClassedFolderDataset(FolderDataset):
+    """An instance-label folder with a ``{image stem: {label id: class name}}`` json beside it
+    (MSRC_v2's ``segment_classes.json``): each segment's category is its class, so images with
+    cows and sheep give one Find-similar target per class. Classes not in ``things`` are stuff
+    and get category 0 (no category target: a lawn is not counted in instances)."""
+
+    def __init__(self, image_dir: Path | str, mask_dir: Path | str, classes_file: Path | str,
+                 things: Sequence[str], name: str = "") -> None:
+        super().__init__(image_dir, mask_dir, instance_labels, name)
+        try:
+            self.classes = json.loads(Path(classes_file).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"cannot read segment classes {classes_file}: {exc}") from None
+        if not isinstance(self.classes, dict):
+            raise DatasetError(f"{classes_file} must map image stems to {{label id: class name}}")
+        self.ids = {name: k for k, name in enumerate(things, start=1)}
+
+    def categories(self, stem: str, masks: Sequence[np.ndarray]) -> list[int]:
+        names = self.classes.get(stem, {})
+        ids = masks.ids if isinstance(masks, LabelMasks) else range(1, len(masks) + 1)
+        return [self.ids.get(names.get(str(i), ""), 0) for i in ids] if isinstance(names, dict) else [0] * len(ids)
 
 
 class TileMosaic:
@@ -274,8 +306,10 @@ DATASET_LAYOUTS: dict[str, Callable[[Path], object]] = {
     "WeizmannHorse": lambda r: FolderDataset(r / "WeizmannHorse/images", r / "WeizmannHorse/masks", binary_nonzero),
     **{
         name: (lambda r, n=name: FolderDataset(r / n / "images", r / n / "labels", instance_labels, n))
-        for name in ("PennFudanPed", "DSB2018", "EPFL_EM", "MoNuSeg", "CamVid", "MSRC_v2")
+        for name in ("PennFudanPed", "DSB2018", "EPFL_EM", "MoNuSeg", "CamVid")
     },
+    "MSRC_v2": lambda r: ClassedFolderDataset(r / "MSRC_v2/images", r / "MSRC_v2/labels",
+                                              r / "MSRC_v2/segment_classes.json", MSRC_THINGS, "MSRC_v2"),
     # the 27 whole 1000 px H&E images (test sources first: [:14] = the test tiles' images)
     "MoNuSeg_whole": lambda r: TileMosaic(FolderDataset(r / "MoNuSeg/images", r / "MoNuSeg/labels", instance_labels,
                                                         "MoNuSeg")),

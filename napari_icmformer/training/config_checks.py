@@ -22,6 +22,7 @@ _INTS: dict[str, tuple[int, int | None]] = {
 # field -> (lowest, highest, lowest excluded)
 _FLOATS: dict[str, tuple[float, float, bool]] = {
     "lr": (0.0, 10.0, True), "weight_decay": (0.0, 10.0, False), "copy_paste": (0.0, 1.0, False),
+    "other_kinds": (0.0, 1.0, False),
 }
 
 

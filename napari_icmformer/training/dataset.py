@@ -30,7 +30,8 @@ class ObjectPool:
         self.images: list[np.ndarray] = []
         self.objects: list[PooledObject] = []
         self.source_of: list[str] = []
-        self.category_of: list[int] = []  # per object, for MOIS groups (instance labels: 1)
+        # per object, for MOIS groups: instance labels 1, COCO / MSRC classes their id, stuff 0
+        self.category_of: list[int] = []
 
     def add_sample(self, sample: Sample, source: str) -> None:
         image = sample.image
@@ -44,9 +45,12 @@ class ObjectPool:
         if labels is not None:  # instance label image: one nearest resize, boxes from find_objects
             if scale < 1.0:
                 labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.NEAREST))
+            ids = getattr(sample.masks, "ids", [])
+            category = dict(zip(ids, sample.categories, strict=True)) if len(ids) == len(sample.categories) else {}
             for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
                 if sl is not None:
-                    self._add_object(index, (sl[0].start, sl[1].start), labels[sl] == lab, source, 1)
+                    self._add_object(index, (sl[0].start, sl[1].start), labels[sl] == lab, source,
+                                     int(category.get(lab, 1)))
             return
         cats = list(sample.categories) if len(sample.categories) == len(sample.masks) else [1] * len(sample.masks)
         for mask, cat in zip(sample.masks, cats, strict=True):
@@ -142,7 +146,7 @@ def _view_tensors(pool: ObjectPool, obj: PooledObject, size: int, rng: np.random
     return img, m
 
 
-def _soft_alpha(mask: torch.Tensor) -> torch.Tensor:
+def soft_alpha(mask: torch.Tensor) -> torch.Tensor:
     """A paste alpha whose edge is one pixel soft, so a pasted outline is not a perfect step edge
     the network could learn to look for instead of the image's own edges."""
     k = torch.tensor([0.25, 0.5, 0.25])
@@ -168,7 +172,7 @@ def copy_paste(
     other = pool.objects[int(others[0])]
     if rng.random() < 0.5:  # the target onto a new background
         bg, _ = _view_tensors(pool, other, size, rng)
-        alpha = _soft_alpha((m > 0.5).float())
+        alpha = soft_alpha((m > 0.5).float())
         return alpha * img + (1 - alpha) * bg, m
     # a distractor over the view, at 0.2-0.7 of the view, anywhere
     dimg, dm = _view_tensors(pool, other, size, rng)
@@ -178,7 +182,7 @@ def copy_paste(
     alpha = torch.zeros_like(m)
     patch = torch.zeros_like(img)
     py, px = (int(v) for v in rng.integers(0, size - side + 1, size=2))
-    alpha[:, py:py + side, px:px + side] = _soft_alpha((dm > 0.5).float())
+    alpha[:, py:py + side, px:px + side] = soft_alpha((dm > 0.5).float())
     patch[:, py:py + side, px:px + side] = dimg
     out_m = m * (alpha <= 0.5).float()
     if (out_m > 0.5).sum() < 0.5 * (m > 0.5).sum():

@@ -19,7 +19,7 @@ from src_models.icmformer_pp import init_from_icmformer
 
 from ..checkpoints import load_model
 from .dataset import ObjectPool, collate_points
-from .mois_dataset import group_weights, make_mois_sample, mois_groups
+from .mois_dataset import group_weights, kind_of, make_mois_sample, mois_groups
 from .trainer import MOIS_DATASETS, TrainConfig, Trainer
 from .validation import MoisValidationSet
 
@@ -54,13 +54,20 @@ class MoisTrainer(Trainer):
         if not self.groups:
             raise ValueError("no image has two or more instances of one category: nothing to train MOIS on")
         self.weights = group_weights(self.pool, self.groups)
+        kinds = [kind_of(self.pool, g) for g in self.groups]
+        # for each group, the groups of another kind (what paste_other_kind may paste into it)
+        self.other_kind = {k: np.flatnonzero([q != kind for q in kinds]) for k, kind in enumerate(kinds)}
 
     def draw_batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         """(images, exemplar masks, category targets, exemplar points, recall points) on the CPU."""
         images, exemplars, targets, ex_points, neg_points = [], [], [], [], []
         while len(images) < self.cfg.batch_size:
-            g = self.groups[int(rng.choice(len(self.groups), p=self.weights))]
-            sample = make_mois_sample(self.pool, g, self.cfg.img_size, rng)
+            k = int(rng.choice(len(self.groups), p=self.weights))
+            other, candidates = None, self.other_kind[k]
+            if self.cfg.other_kinds > 0 and len(candidates) and rng.random() < self.cfg.other_kinds:
+                share = self.weights[candidates] / self.weights[candidates].sum()  # each dataset alike
+                other = self.groups[int(rng.choice(candidates, p=share))]
+            sample = make_mois_sample(self.pool, self.groups[k], self.cfg.img_size, rng, other=other)
             if sample is None:
                 continue
             for bucket, item in zip((images, exemplars, targets, ex_points, neg_points), sample, strict=True):

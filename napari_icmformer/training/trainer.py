@@ -56,6 +56,9 @@ class TrainConfig:
     warmup: int = 300
     max_iter_clicks: int = 3  # 0..N clicks from the model's own errors per sample (corrections)
     copy_paste: float = 0.0  # probability of a copy-paste augmentation per sample (dataset.copy_paste)
+    # MOIS: probability that a sample gets instances of another kind (dataset or category) pasted
+    # in, the target being either kind: the exemplar decides (mois_dataset.paste_other_kind)
+    other_kinds: float = 0.0
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on GPU only
     seed: int = 0
