@@ -40,7 +40,7 @@ def build_mois_targets(sample: Sample, rng: np.random.Generator, min_instances: 
     cats = list(sample.categories) if len(sample.categories) == len(sample.masks) else [1] * len(sample.masks)
     by_cat: dict[int, list[int]] = {}
     for i, (m, c) in enumerate(zip(sample.masks, cats, strict=True)):
-        if np.asarray(m).any():
+        if int(c) != 0 and np.asarray(m).any():  # category 0: stuff (MSRC grass, sky), no target
             by_cat.setdefault(int(c), []).append(i)
     targets = []
     for cat in sorted(by_cat):

@@ -369,6 +369,10 @@ def test_msrc_classes_make_one_group_per_thing_and_none_for_stuff(tmp_path):
     pool.add_sample(ds[0], "msrc")
     groups = mois_groups(pool)
     assert sorted(len(g) for g in groups) == [2, 3]  # cows, sheep; the grass is no target
+    from napari_icmformer.mois import build_mois_targets  # noqa: PLC0415
+
+    targets = build_mois_targets(ds[0], np.random.default_rng(0))  # evaluation: the same two targets
+    assert sorted((t.category, len(t.instances)) for t in targets) == [(1, 3), (2, 2)]
     (tmp_path / "classes.json").write_text("[not json")
     with pytest.raises(ValueError, match="segment classes"):
         ClassedFolderDataset(tmp_path / "images", tmp_path / "labels", tmp_path / "classes.json", ("cow",))
