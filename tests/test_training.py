@@ -337,7 +337,9 @@ def test_mois_trainer_draws_other_kind_batches(tmp_path, tiny_checkpoint):
     cfg.init_from, cfg.other_kinds = str(tiny_checkpoint), 1.0
     trainer = MoisTrainer(cfg, _two_kind_pool())
     groups = trainer.groups
-    assert all(len(trainer.other_kind[k]) == 2 for k in range(len(groups)))  # the 2 groups of the other set
+    for k in range(len(groups)):  # the other kind's draw: the 2 groups of the other set
+        p = trainer.other_kind_p[int(trainer.kind_of_group[k])]
+        assert np.count_nonzero(p) == 2 and not p[trainer.kind_of_group == trainer.kind_of_group[k]].any()
     images, exemplars, targets, _, _ = trainer.draw_batch(np.random.default_rng(0))
     assert images.shape[0] == cfg.batch_size and (exemplars <= targets).all()
     with pytest.raises(ValueError, match="other_kinds"):

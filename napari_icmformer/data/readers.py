@@ -177,8 +177,9 @@ class ClassedFolderDataset(FolderDataset):
 
     def categories(self, stem: str, masks: Sequence[np.ndarray]) -> list[int]:
         names = self.classes.get(stem, {})
-        ids = masks.ids if isinstance(masks, LabelMasks) else range(1, len(masks) + 1)
-        return [self.ids.get(names.get(str(i), ""), 0) for i in ids] if isinstance(names, dict) else [0] * len(ids)
+        if not isinstance(names, dict):
+            names = {}
+        return [self.ids.get(names.get(str(i), ""), 0) for i in masks.ids]  # instance_labels: LabelMasks
 
 
 class TileMosaic:

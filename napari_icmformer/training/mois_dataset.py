@@ -33,6 +33,9 @@ def kind_of(pool: ObjectPool, group: list[int]) -> tuple[str, int]:
     return pool.source_of[group[0]], pool.category_of[group[0]]
 
 
+PASTED = 1_000_000  # label ids of pasted other-kind instances start here
+
+
 def paste_other_kind(pool: ObjectPool, lab: np.ndarray, img: torch.Tensor, other: list[int],
                      rng: np.random.Generator, max_objects: int = 5) -> tuple[torch.Tensor, np.ndarray]:
     """Instances of another kind of object (``other``: a group of another dataset or category)
@@ -69,9 +72,6 @@ def paste_other_kind(pool: ObjectPool, lab: np.ndarray, img: torch.Tensor, other
                 under[inside] = PASTED + int(k)
                 break
     return img, lab
-
-
-PASTED = 1_000_000  # label ids of pasted other-kind instances start here
 
 
 def group_weights(pool: ObjectPool, groups: list[list[int]]) -> np.ndarray:

@@ -54,19 +54,26 @@ class MoisTrainer(Trainer):
         if not self.groups:
             raise ValueError("no image has two or more instances of one category: nothing to train MOIS on")
         self.weights = group_weights(self.pool, self.groups)
+        # per kind (dataset, category), the draw of a group of another kind for paste_other_kind:
+        # the group weights (each dataset alike) with the kind's own groups left out; one array per
+        # kind, not per group, so a large pool does not cost groups² of memory
         kinds = [kind_of(self.pool, g) for g in self.groups]
-        # for each group, the groups of another kind (what paste_other_kind may paste into it)
-        self.other_kind = {k: np.flatnonzero([q != kind for q in kinds]) for k, kind in enumerate(kinds)}
+        names = sorted(set(kinds))
+        self.kind_of_group = np.array([names.index(q) for q in kinds])
+        self.other_kind_p: dict[int, np.ndarray] = {}
+        for u in range(len(names)):
+            p = np.where(self.kind_of_group != u, self.weights, 0.0)
+            if p.sum() > 0:
+                self.other_kind_p[u] = p / p.sum()
 
     def draw_batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         """(images, exemplar masks, category targets, exemplar points, recall points) on the CPU."""
         images, exemplars, targets, ex_points, neg_points = [], [], [], [], []
         while len(images) < self.cfg.batch_size:
             k = int(rng.choice(len(self.groups), p=self.weights))
-            other, candidates = None, self.other_kind[k]
-            if self.cfg.other_kinds > 0 and len(candidates) and rng.random() < self.cfg.other_kinds:
-                share = self.weights[candidates] / self.weights[candidates].sum()  # each dataset alike
-                other = self.groups[int(rng.choice(candidates, p=share))]
+            other, p = None, self.other_kind_p.get(int(self.kind_of_group[k]))
+            if self.cfg.other_kinds > 0 and p is not None and rng.random() < self.cfg.other_kinds:
+                other = self.groups[int(rng.choice(len(self.groups), p=p))]
             sample = make_mois_sample(self.pool, self.groups[k], self.cfg.img_size, rng, other=other)
             if sample is None:
                 continue
