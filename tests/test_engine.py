@@ -254,3 +254,100 @@ def test_refocus_off_by_zero():
 def test_bad_zoom_settings_are_refused(bad):
     with pytest.raises(ValueError, match="PredictorConfig.zoom"):
         PredictorConfig(**bad)
+
+
+def _focus_predictor(**cfg):
+    """A predictor whose network says "object" on a 200 px square in its normal views and a
+    constant 0.9 in focus crops (uncached calls), so the test sees where each lands."""
+    p = Predictor(tiny_model(), PredictorConfig(device="cpu", refine="none", zoom_refocus=0.0, focus=True, **cfg))
+    p.set_image(np.zeros((400, 400, 3), np.uint8))
+    calls: list = []
+
+    def network(box, clicks, prev_mask, use_cache):
+        calls.append((box, use_cache, None if prev_mask is None else prev_mask.copy()))
+        y0, x0, y1, x1 = box
+        if not use_cache:
+            return np.full((y1 - y0, x1 - x0), 0.9, np.float32)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        return ((abs(yy - 200) < 100) & (abs(xx - 200) < 100)).astype(np.float32)
+
+    p._network = network
+    return p, calls
+
+
+def test_a_correction_is_looked_at_again_in_a_focus_crop_around_what_it_changed():
+    p, calls = _focus_predictor(focus_min_crop=64, focus_feather=0.3, focus_max_share=0.9)
+    first = p.predict(Clicks().add(200, 200))
+    assert len(calls) == 1 and p.stats.get("focus", 0) == 0  # a first click has nothing to correct
+    # the previous mask missed the square's bottom-right quarter: the click there changes it
+    prev = first.copy()
+    prev[200:, 200:] = 0
+    calls.clear()
+    clicks = Clicks().add(200, 200).add(250, 250)
+    out = p.predict(clicks, prev)
+    assert len(calls) == 2 and calls[1][1] is False  # focus crops are never cached
+    (y0, x0, y1, x1), _, fed = calls[1]
+    assert y0 <= 250 < y1 and x0 <= 250 < x1
+    # the click's changed part (the quarter 200..300) expanded ×1.75 about its centre, clipped
+    assert (y0, x0) == (162, 162) and (y1, x1) == (338, 338)
+    np.testing.assert_array_equal(fed[:, :], first)  # the current probability is its prev mask
+    assert out[250, 250] == pytest.approx(0.9)  # the crop's centre is the focus network's
+    np.testing.assert_array_equal(out[:y0], first[:y0])  # outside the crop nothing moves
+    np.testing.assert_array_equal(out[:, x1:], first[:, x1:])
+    row = out[250, x0:250]  # towards the crop's edge the view's own probability returns
+    assert row[0] > 0.9 and abs(row[0] - 1.0) < 0.1 and np.all(np.abs(row[-20:] - 0.9) < 1e-6)
+    assert p.stats["focus"] == 1
+
+
+def test_focus_is_skipped_when_its_crop_would_be_the_view_again():
+    p, calls = _focus_predictor(focus_min_crop=64, focus_max_share=0.2)
+    first = p.predict(Clicks().add(200, 200))
+    prev = first.copy()
+    prev[200:, 200:] = 0
+    calls.clear()
+    p.predict(Clicks().add(200, 200).add(250, 250), prev)
+    assert len(calls) == 1
+
+
+def test_focus_off_calls_the_network_once_per_click():
+    p, calls = _focus_predictor()
+    p.config.focus = False
+    first = p.predict(Clicks().add(200, 200))
+    prev = first.copy()
+    prev[200:, 200:] = 0
+    p.predict(Clicks().add(200, 200).add(250, 250), prev)
+    assert len(calls) == 2 and all(c[1] for c in calls)
+
+
+def test_a_focus_crop_on_the_image_border_is_not_feathered_there():
+    p, calls = _focus_predictor(focus_min_crop=64, focus_feather=0.5, zoom_in=False)
+    first = p.predict(Clicks().add(200, 200))
+    prev = np.zeros_like(first)
+    prev[150:250, 150:250] = 1
+    calls.clear()
+    # a positive click at the image's corner: the change is the square minus prev
+    out = p.predict(Clicks().add(200, 200).add(2, 2), prev)
+    (y0, x0, y1, x1), _, _ = calls[-1]
+    assert (y0, x0) == (0, 0) and y1 <= 400 and x1 <= 400
+    assert out[0, 0] == pytest.approx(0.9)  # full weight at the image's own edge
+
+
+def test_focus_with_graphcut_keeps_every_click():
+    p = Predictor(tiny_model(), PredictorConfig(device="cpu", focus=True, focus_min_crop=32))
+    rng = np.random.default_rng(0)
+    image = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
+    p.set_image(image)
+    clicks = Clicks().add(60, 80)
+    prob = p.predict(clicks)
+    clicks = clicks.add(30, 40, False).add(90, 120)
+    for k in range(2, len(clicks) + 1):
+        prob = p.predict(clicks[:k], prob)
+    mask = prob > p.config.threshold
+    assert mask[60, 80] and mask[90, 120] and not mask[30, 40]
+
+
+@pytest.mark.parametrize("bad", [dict(focus_expansion=0.5), dict(focus_max_share=-1.0),
+                                 dict(focus_feather=float("nan"))])
+def test_bad_focus_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="PredictorConfig.focus"):
+        PredictorConfig(**bad)
