@@ -7,13 +7,15 @@ Uses the shipped iCMFormer++ default on the bundled ``coins`` image (``--grid N`
 a large image that is seen in tiles) with a median-sized coin as exemplar.
 "find similar" = set_image + set_exemplar + the first recall (what the user waits for after
 pressing the button); "cached click" = one recall click reusing the image and exemplar features;
-"uncached click" = the reference full two-branch forward for the same click. Medians over
+"uncached click" = the reference full two-branch forward for the same click (both include the
+graph cut of ``RecallConfig.refine``; ``--refine graphcut none`` times it). Medians over
 ``--clicks`` clicks after ``--warmup``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import time
@@ -33,6 +35,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--grid", type=int, default=1, help="N x N copies of coins (a large image)")
+    ap.add_argument("--refine", nargs="+", default=["graphcut"], choices=["graphcut", "none"],
+                    help="RecallConfig.refine settings to time (the shipped one first)")
     args = ap.parse_args()
     image = np.tile(data.coins(), (args.grid, args.grid))
     labels = measure.label(image > filters.threshold_otsu(image))
@@ -45,10 +49,10 @@ def main() -> None:
     clicks = [Clicks().add(*rng.uniform(5, min(h, w) - 5, 2)) for _ in range(args.clicks + args.warmup)]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}, image {h}x{w}")
-    print("| view | tiles | find similar (ms) | cached click (ms) | uncached click (ms) | cached/uncached |")
-    print("|---|---|---|---|---|---|")
-    for view in args.views:
-        rec = ExemplarPredictor.from_checkpoint(None, RecallConfig(device=args.device, view=view))
+    print("| view | refine | tiles | find similar (ms) | cached click (ms) | uncached click (ms) | cached/uncached |")
+    print("|---|---|---|---|---|---|---|")
+    for view, refine in itertools.product(args.views, args.refine):
+        rec = ExemplarPredictor.from_checkpoint(None, RecallConfig(device=args.device, view=view, refine=refine))
         t = time.perf_counter()
         rec.set_image(image)
         rec.set_exemplar(exemplar, Clicks().add(cy, cx))
@@ -65,8 +69,8 @@ def main() -> None:
             rec._reference_recall(c, first.prob)
             uncached.append(time.perf_counter() - t)
         mc, mu = statistics.median(cached), statistics.median(uncached)
-        print(f"| {view}² | {first.tiles} | {find * 1e3:.0f} | {mc * 1e3:.0f} | {mu * 1e3:.0f} | {mc / mu:.2f} |",
-              flush=True)
+        print(f"| {view}² | {refine} | {first.tiles} | {find * 1e3:.0f} | {mc * 1e3:.0f} | {mu * 1e3:.0f} "
+              f"| {mc / mu:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

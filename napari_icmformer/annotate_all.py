@@ -7,8 +7,9 @@ a budget of 2 clicks per object; the simulated user stops as soon as the goal is
 * (a) one by one: iCMFormer clicks each object (the benchmark clicker on that object's error)
   until IoU ≥ 0.85 or 5 clicks, then commits it (into free pixels, as the plugin's Commit does).
 * (b) find similar: the first object is made as in (a) and is the exemplar (its clicks count);
-  Find similar proposes the others. When fewer than half of them are right (object F1 < 0.5)
-  the user clears them and goes on one by one. Otherwise fix clicks go on the worst error, the
+  Find similar proposes the others. When fewer than half of the proposals are right (each
+  false one costs a click to remove, each right one saves at least one) the user clears them
+  and goes on one by one. Otherwise fix clicks go on the worst error, the
   largest of: a proposal that merges objects (a positive click on the largest of them), a false
   proposal (a negative click), a missed object (a positive click). Each error is clicked once; a
   merge that its split click did not fix is then removed (a negative click), its objects left to
@@ -38,14 +39,14 @@ from src_models import Clicks
 from .annotator import Annotator, RecallAnnotator, RecallJob
 from .clicking import first_eval_click
 from .evaluation import click_session
-from .metrics import match_instances
+from .metrics import InstanceMatch, match_instances
 from .mois import MoisTarget
 
 GOAL_F1, GOAL_IOU = 0.9, 0.8  # "every object right"
 CLICKS_PER_OBJECT = 2  # the budget
 OBJECT_IOU, OBJECT_CLICKS = 0.85, 5  # one object with iCMFormer
 FAILED_ADDS = 2  # recall clicks in a row that added nothing before the user stops adding that way
-KEEP_PROPOSALS_F1 = 0.5  # below this object F1 the user clears Find similar's proposals
+KEEP_PROPOSALS = 0.5  # below this share of right proposals the user clears them
 
 
 @dataclass
@@ -206,8 +207,8 @@ def _recall_phase(ann: Annotator, recaller, image: np.ndarray, user: SimulatedUs
     state = with_proposals(ann.objects, rec.proposals())
     first = user.score(state)
     res.f1_find_similar = first.f1
-    if first.f1 < KEEP_PROPOSALS_F1:  # mostly wrong: Clear, and on one by one
-        rec.stop()
+    if proposal_precision(first, user.score(ann.objects), int(ann.objects.max())) < KEEP_PROPOSALS:
+        rec.stop()  # mostly wrong: Clear, and on one by one
         return False
     exemplar = user.order[0]
     adds_allowed = any(g != exemplar for g, _, _ in first.pairs)
@@ -233,6 +234,15 @@ def _recall_phase(ann: Annotator, recaller, image: np.ndarray, user: SimulatedUs
     if rec.proposals() is not None:
         rec.accept()
     return user.satisfied(ann.objects)
+
+
+def proposal_precision(state: InstanceMatch, committed: InstanceMatch, first_proposal: int) -> float:
+    """The share of the shown proposals (labels above ``first_proposal``) that match an object;
+    0 when nothing is proposed. ``state`` scores committed objects plus proposals, ``committed``
+    the committed objects alone (proposals never cover committed pixels)."""
+    shown = state.n_pred - committed.n_pred
+    right = sum(1 for _, lab, _ in state.pairs if lab > first_proposal)
+    return right / shown if shown > 0 else 0.0
 
 
 def _run(rec: RecallAnnotator, recaller, image: np.ndarray, job: RecallJob, key: object):

@@ -24,7 +24,7 @@ from src_models.clicks import clicks_to_tensor
 from .checkpoints import load_model
 from .image import to_rgb01
 from .recall_views import Box
-from .refine import GraphCutConfig, graphcut_refine
+from .refine import GraphCutConfig, cut_as_probability, graphcut_refine
 from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_fields, check_prev_mask, resolve_runtime
 from .weights import default_checkpoint
 
@@ -375,10 +375,7 @@ class Predictor:
         band_px = gc.band * side / self.size  # network px -> image px
         scale = min(1.0, gc.resolution * self.size / side)
         cut = graphcut_refine(image, prob, clicks.map(1.0, 1.0, y0, x0), t, gc, band_px, scale)
-        out = prob.copy()
-        out[cut & (prob <= t)] = 0.5 * (1.0 + t)
-        out[~cut & (prob > t)] = 0.5 * t
-        return out
+        return cut_as_probability(prob, cut, t)
 
     def predict_mask(self, clicks: Clicks, prev_mask: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask at the configured threshold."""

@@ -45,6 +45,7 @@ from .recall_views import (
     mask_box,
     plan_layout,
 )
+from .refine import GraphCutConfig, cut_as_probability, graphcut_refine
 from .runtime import DEFAULT_THRESHOLD, autocast, check_clicks, check_fields, check_prev_mask, resolve_runtime
 from .weights import default_checkpoint
 
@@ -77,12 +78,21 @@ class RecallConfig:
     # F1 0.640 -> 0.651 (DSB2018[:50]) and 0.442 -> 0.463 (MoNuSeg[56:]); 0.2 and above lose on
     # DSB2018, whose nuclei vary most (4.7 % of its GT nuclei are under 0.15 x a random exemplar)
     min_area: float = 0.15
+    # after the network: "graphcut" = the SOIS engine's min-cut (refine.py) over the whole image,
+    # so the proposals' outlines follow the image's edges (no click disks: recall clicks act
+    # through the fix-click rules; every part kept: the category is everywhere); its band is in
+    # image pixels here. Chosen on held-out splits with benchmarks/bench_recall_calibration.py
+    # (BENCHMARKS.md, "Find similar's outlines"); "none" = the network's probability as it is
+    refine: str = "graphcut"
+    graphcut: GraphCutConfig = field(default_factory=lambda: GraphCutConfig(
+        pairwise=1.0, band=2.0, band_min_px=1, color=0.3, drop_unclicked_parts=False, max_pixels=2048 * 2048))
     threshold: float = DEFAULT_THRESHOLD
     device: str = "auto"
     precision: str = "auto"  # "fp32", "fp16", "bf16"; auto = fp32 on CPU, fp16 on CUDA
 
     def __post_init__(self) -> None:
-        check_fields(self, {"update": ("local", "global")}, {"tiling": TilingConfig})
+        check_fields(self, {"update": ("local", "global"), "refine": ("graphcut", "none")},
+                     {"tiling": TilingConfig, "graphcut": GraphCutConfig})
         if self.min_area < 0 or self.split_h_per_radius < 0:
             raise ValueError("RecallConfig.min_area and split_h_per_radius must be >= 0")
 
@@ -361,20 +371,9 @@ class ExemplarPredictor:
         fed = Clicks.from_points([(c.y, c.x) for c in clicks.positives],
                                  [(c.y, c.x) for c in [*clicks.negatives, *true_neg]])
         self.last_recall_clicks = fed
-        lay, v = self.layout, self.size
-        prev_l, fed_l = self._to_layout(prev), self._layout_clicks(fed)
-        acc = np.zeros(lay.padded, np.float32)
-        weight = np.zeros(lay.padded, np.float32)
-        for i, tile in enumerate(self._exemplar_tiles()):
-            maps = self._tile_maps(prev_l, fed_l, tile.origin)
-            prob = decode(i, tile, maps)
-            (y, x) = tile.origin
-            acc[y:y + v, x:x + v] += prob * tile.weights
-            weight[y:y + v, x:x + v] += tile.weights
-            if on_tile is not None:
-                on_tile(i + 1, len(lay.origins))
-        prob_l = torch.from_numpy(acc / weight)[: lay.shape[0], : lay.shape[1]][None, None]
-        prob = F.interpolate(prob_l, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+        prob = self._network_prob(prev, fed, on_tile, decode)
+        if self.config.refine == "graphcut":
+            prob = self._refined(prob)
         min_area = max(float(min_size), self.config.min_area * self._exemplar_area)
         action = ""
         if prev_mask is not None and len(clicks):
@@ -388,7 +387,33 @@ class ExemplarPredictor:
         if removed.any():  # written into the probability, so it stays removed after later clicks
             prob = np.where(removed, np.float32(0), prob).astype(np.float32)
         self._shown = (_digest(prob, clicks, min_area, self.config.threshold), instances)
-        return RecallResult(prob, prob > self.config.threshold, instances, pseudo, len(lay.origins), action)
+        return RecallResult(prob, prob > self.config.threshold, instances, pseudo, len(self.layout.origins), action)
+
+    def _network_prob(self, prev: np.ndarray, fed: Clicks, on_tile: Callable[[int, int], None] | None,
+                      decode: Callable[[int, "_ExemplarTile", torch.Tensor], np.ndarray]) -> np.ndarray:
+        """The network's category probability at image size: every tile decoded, blended, resized."""
+        h, w = self.image_shape
+        lay, v = self.layout, self.size
+        prev_l, fed_l = self._to_layout(prev), self._layout_clicks(fed)
+        acc = np.zeros(lay.padded, np.float32)
+        weight = np.zeros(lay.padded, np.float32)
+        for i, tile in enumerate(self._exemplar_tiles()):
+            maps = self._tile_maps(prev_l, fed_l, tile.origin)
+            prob = decode(i, tile, maps)
+            (y, x) = tile.origin
+            acc[y:y + v, x:x + v] += prob * tile.weights
+            weight[y:y + v, x:x + v] += tile.weights
+            if on_tile is not None:
+                on_tile(i + 1, len(lay.origins))
+        prob_l = torch.from_numpy(acc / weight)[: lay.shape[0], : lay.shape[1]][None, None]
+        return F.interpolate(prob_l, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+    def _refined(self, prob: np.ndarray) -> np.ndarray:
+        """The network's probability with the min-cut's decision written in (``RecallConfig.refine``)."""
+        assert self._rgb is not None
+        gc, t = self.config.graphcut, self.config.threshold
+        image = self._rgb[0].permute(1, 2, 0).numpy()  # a view of the kept image, no copy
+        return cut_as_probability(prob, graphcut_refine(image, prob, Clicks(), t, gc, band_px=gc.band), t)
 
     def _instances_shown(self, prob: np.ndarray, clicks: Clicks, min_area: float) -> np.ndarray:
         """The proposals a previous result showed (the last result's, without recomputing)."""

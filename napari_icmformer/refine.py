@@ -137,6 +137,16 @@ def graphcut_refine(image: np.ndarray, prob: np.ndarray, clicks: Clicks, thresho
     return out
 
 
+def cut_as_probability(prob: np.ndarray, cut: np.ndarray, threshold: float) -> np.ndarray:
+    """``prob`` whose decision at ``threshold`` is the cut's: pixels the cut keeps agree with the
+    network; pixels it flips are set halfway between the threshold and certainty, so whatever
+    reads the probability later (the next click's previous mask, an instance split) sees the cut."""
+    out = np.array(prob, np.float32, copy=True)
+    out[cut & (out <= threshold)] = 0.5 * (1.0 + threshold)
+    out[~cut & (out > threshold)] = 0.5 * threshold
+    return out
+
+
 def keep_clicked_parts(mask: np.ndarray, clicks: Clicks) -> np.ndarray:
     """The connected parts (8-connected) of ``mask`` that hold a positive click."""
     parts, n = ndimage.label(mask, structure=np.ones((3, 3), bool))

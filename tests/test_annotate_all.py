@@ -87,6 +87,14 @@ class ScriptedRecaller:
                     labels[self.instances[5]] = 6
                 elif not c.positive and labels[y, x]:  # a removal
                     labels[labels == labels[y, x]] = 0
+        elif self.mode in ("sparse", "noisy"):  # object 4 only (+ three false blobs); adds on a positive click
+            labels[self.instances[4]] = 5
+            if self.mode == "noisy":
+                labels[2:6, 2:6], labels[30:34, 2:6], labels[74:78, 60:64] = 7, 8, 9
+            for c in clicks or ():
+                hit = [i for i, m in enumerate(self.instances) if m[int(c.y), int(c.x)]]
+                if c.positive and hit:
+                    labels[self.instances[hit[0]]] = hit[0] + 1
         mask = labels > 0
         return RecallResult(mask.astype(np.float32), mask, labels, Clicks(), 1, "")
 
@@ -180,3 +188,20 @@ def test_eval_cli_reports_annotate_all_beside_the_paper_metrics(tmp_path, tiny_c
     assert "AA F1 find similar" in rows["annotate-all find-similar icmformer++-pp@64 local"]
     table = (out / "table.md").read_text()
     assert "AA clicks/object" in table and "NoC@90" in table
+
+
+def test_few_but_right_proposals_are_kept_and_completed_by_add_clicks():
+    t = _target()
+    res = annotate_find_similar(TwoClickSois(t.instances), ScriptedRecaller(t.instances, "sparse"), _image(), t)
+    # exemplar (2 clicks) + one right proposal: object F1 2 x 2 / 9 = 0.44, but every proposal is
+    # right, so the user keeps it and adds the missed ones, one click each, until 6 of 7 are there
+    assert res.f1_find_similar < 0.5 and res.recall_clicks == 4 and res.clicks == 6 and res.done
+
+
+def test_mostly_false_proposals_are_cleared():
+    t = _target()
+    sois = TwoClickSois(t.instances)
+    a = annotate_one_by_one(sois, _image(), t)
+    b = annotate_find_similar(sois, ScriptedRecaller(t.instances, "noisy"), _image(), t)
+    # 1 right proposal of 4: Clear, and on one by one as if Find similar had not been tried
+    assert b.recall_clicks == 0 and (b.clicks, b.done, b.objects_right) == (a.clicks, a.done, a.objects_right)

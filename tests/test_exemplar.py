@@ -186,7 +186,8 @@ def test_find_similar_settings_have_their_own_config():
 
     with pytest.raises(TypeError, match="RecallConfig"):
         ExemplarPredictor(tiny_pp(), PredictorConfig(device="cpu"))
-    for bad in ({"threshold": 1.0}, {"min_area": -0.1}, {"tiling": "on"}):
+    for bad in ({"threshold": 1.0}, {"min_area": -0.1}, {"tiling": "on"}, {"refine": "crf"},
+                {"graphcut": {"pairwise": 1.0}}):
         with pytest.raises(ValueError, match="RecallConfig"):
             RecallConfig(**bad)
     assert not hasattr(PredictorConfig(), "recall_view")
@@ -199,3 +200,46 @@ def ndimage_component(mask, y, x):
 
     labels, _ = ndimage.label(mask)
     return labels == labels[y, x] if labels[y, x] else np.zeros_like(mask)
+
+
+class _ShiftedRecaller(ExemplarPredictor):
+    """A recaller whose network answer is known: each coin of ``_image`` shifted 3 px right."""
+
+    def _network_prob(self, prev, fed, on_tile, decode):
+        h, w = self.image_shape
+        prob = np.full((h, w), 0.1, np.float32)
+        for cy, cx in ((25, 25), (25, 80), (65, 50)):
+            prob[disk((cy, cx + 3), 10, shape=(h, w))] = 0.9
+        self.network_prob = prob
+        return prob.copy()
+
+
+def test_recall_outlines_follow_the_image_edges_within_the_band():
+    image = _image()
+    truth = np.zeros((90, 110), bool)
+    for cy, cx in ((25, 25), (25, 80), (65, 50)):
+        truth[disk((cy, cx), 10, shape=truth.shape)] = True
+    refined = _ShiftedRecaller(tiny_pp(), RecallConfig(device="cpu"))
+    refined.set_image(image)
+    refined.set_exemplar(_exemplar())
+    res = refined.recall()
+    net = refined.network_prob > 0.5
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    assert iou(res.mask, truth) > iou(net, truth) + 0.1  # the cut snaps onto the coins' edges
+    assert int(res.instances.max()) == 3  # still three proposals
+    # only a band of 2 px around the network's outline may change
+    from scipy import ndimage  # noqa: PLC0415
+
+    far = ndimage.distance_transform_edt(~(net ^ ndimage.binary_erosion(net))) > 3
+    assert np.array_equal(res.mask[far], net[far])
+
+
+def test_recall_refine_none_is_the_network_answer():
+    plain = _ShiftedRecaller(tiny_pp(), RecallConfig(device="cpu", refine="none"))
+    plain.set_image(_image())
+    plain.set_exemplar(_exemplar())
+    res = plain.recall()
+    assert np.array_equal(res.prob, plain.network_prob)
