@@ -5,7 +5,9 @@ matched IoU ≥ 0.8); proposals that are systematically a pixel too small or too
 redo per object. For each threshold t and each per-instance offset d (px; > 0 grows every
 proposal into free pixels with ``skimage.segmentation.expand_labels``, < 0 erodes each one):
 object F1 (IoU > 0.5) and mean matched IoU of the shipped iCMFormer++ proposal from a golden
-exemplar (the k = 0 mask of ``icmformer-eval --task mois``: same targets, same DIOS clicks).
+exemplar (the k = 0 mask of ``icmformer-eval --task mois``: same targets, same DIOS clicks),
+from the network's probability as it is (``--cuts none``) or after a min-cut of it (``--cuts
+PAIRWISE:BAND_PX:COLOUR``; the shipped ``RecallConfig.refine`` is one of these).
 Run on held-out validation splits only (not the annotate-all benchmark images)::
 
     python benchmarks/bench_recall_calibration.py --data-root ../shared/data \\
@@ -70,7 +72,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--checkpoint", default=None, help="iCMFormer++ checkpoint (default: the shipped one)")
     args = p.parse_args()
-    recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, RecallConfig(device="cpu"))
+    # the network's own probability: the cuts tried here replace the shipped RecallConfig.refine
+    recaller = ExemplarPredictor.from_checkpoint(args.checkpoint, RecallConfig(device="cpu", refine="none"))
     combos = [(c, t, d) for c in args.cuts for t in args.thresholds for d in args.offsets]
     print("| dataset | targets | cut | threshold | offset px | object F1 | mean matched IoU | matched IoU ≥ 0.8 |")
     print("|---|---|---|---|---|---|---|---|")
