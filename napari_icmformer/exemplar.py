@@ -413,9 +413,13 @@ class ExemplarPredictor:
         return F.interpolate(prob_l, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
 
     def _refined(self, prob: np.ndarray) -> np.ndarray:
-        """The network's probability with the min-cut's decision written in (``RecallConfig.refine``)."""
+        """The network's probability with the min-cut's decision written in (``RecallConfig.refine``).
+        An image over ``graphcut.max_pixels`` keeps the network's outlines: a cut at a reduced
+        scale would be coarser than the network's own tiles, which see the image at full size."""
         assert self._rgb is not None
         gc, t = self.config.graphcut, self.config.threshold
+        if prob.size > gc.max_pixels:
+            return prob
         image = self._rgb[0].permute(1, 2, 0).numpy()  # a view of the kept image, no copy
         return cut_as_probability(prob, graphcut_refine(image, prob, Clicks(), t, gc, band_px=gc.band), t)
 

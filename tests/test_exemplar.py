@@ -243,3 +243,14 @@ def test_recall_refine_none_is_the_network_answer():
     plain.set_exemplar(_exemplar())
     res = plain.recall()
     assert np.array_equal(res.prob, plain.network_prob)
+
+
+def test_recall_refine_leaves_an_image_over_its_pixel_budget_to_the_network():
+    from napari_icmformer.refine import GraphCutConfig  # noqa: PLC0415
+
+    cfg = RecallConfig(device="cpu", graphcut=GraphCutConfig(pairwise=1.0, band=2.0, color=1.0,
+                                                             drop_unclicked_parts=False, max_pixels=64 * 64))
+    big = _ShiftedRecaller(tiny_pp(), cfg)  # 90 x 110 > 64 x 64: no coarse cut
+    big.set_image(_image())
+    big.set_exemplar(_exemplar())
+    assert np.array_equal(big.recall().prob, big.network_prob)
