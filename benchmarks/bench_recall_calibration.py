@@ -17,6 +17,7 @@ Run on held-out validation splits only (not the annotate-all benchmark images)::
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -30,7 +31,7 @@ from napari_icmformer.image import to_rgb01
 from napari_icmformer.metrics import match_instances
 from napari_icmformer.mois import build_mois_targets, dios_clicks
 from napari_icmformer.postprocess import click_instances, split_height
-from napari_icmformer.refine import GraphCutConfig, graphcut_refine
+from napari_icmformer.refine import graphcut_refine
 from src_models import Clicks
 
 
@@ -51,14 +52,13 @@ def offset_labels(labels: np.ndarray, d: int) -> np.ndarray:
     return out
 
 
-def cut_mask(image: np.ndarray, prob: np.ndarray, threshold: float, spec: str) -> np.ndarray:
-    """The recall mask after the SOIS engine's min-cut over the whole image (no clicks, every part
-    kept): ``spec`` = PAIRWISE:BAND_PX[:COLOR]."""
+def cut_mask(rgb: np.ndarray, prob: np.ndarray, threshold: float, spec: str) -> np.ndarray:
+    """The recall mask after the shipped recall cut's settings with ``spec`` = PAIRWISE:BAND_PX[:COLOR]
+    over the whole image (``rgb``: float in [0, 1]; no clicks, every part kept)."""
     parts = [float(v) for v in spec.split(":")]
-    cfg = GraphCutConfig(pairwise=parts[0], band_min_px=1, drop_unclicked_parts=False,
-                         color=parts[2] if len(parts) > 2 else 0.0, max_pixels=2048 * 2048)
-    rgb = to_rgb01(image)
-    return graphcut_refine(rgb, prob, Clicks(), threshold, cfg, band_px=parts[1])
+    cfg = replace(RecallConfig().graphcut, pairwise=parts[0], band=parts[1],
+                  color=parts[2] if len(parts) > 2 else 0.0)
+    return graphcut_refine(rgb, prob, Clicks(), threshold, cfg, band_px=cfg.band)
 
 
 def main() -> None:
@@ -91,9 +91,10 @@ def main() -> None:
                 prob = recaller.recall().prob
                 h = split_height(target.exemplar, recaller.config.split_h_per_radius)
                 min_area = max(16.0, recaller.config.min_area * float(target.exemplar.sum()))
+                rgb = to_rgb01(sample.image)
                 for cut in args.cuts:
                     for t in args.thresholds:
-                        mask = prob > t if cut == "none" else cut_mask(sample.image, prob, t, cut)
+                        mask = prob > t if cut == "none" else cut_mask(rgb, prob, t, cut)
                         labels = click_instances(mask, Clicks(), h, min_area)[0]
                         for d in args.offsets:
                             m = match_instances(offset_labels(labels, d), target.instances, ignore=target.ignore)

@@ -1,5 +1,8 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage.draw import disk, ellipse
 
 from napari_icmformer.checkpoints import CheckpointError, save_checkpoint
@@ -231,8 +234,6 @@ def test_recall_outlines_follow_the_image_edges_within_the_band():
     assert iou(res.mask, truth) > iou(net, truth) + 0.1  # the cut snaps onto the coins' edges
     assert int(res.instances.max()) == 3  # still three proposals
     # only a band of 2 px around the network's outline may change
-    from scipy import ndimage  # noqa: PLC0415
-
     far = ndimage.distance_transform_edt(~(net ^ ndimage.binary_erosion(net))) > 3
     assert np.array_equal(res.mask[far], net[far])
 
@@ -246,10 +247,7 @@ def test_recall_refine_none_is_the_network_answer():
 
 
 def test_recall_refine_leaves_an_image_over_its_pixel_budget_to_the_network():
-    from napari_icmformer.refine import GraphCutConfig  # noqa: PLC0415
-
-    cfg = RecallConfig(device="cpu", graphcut=GraphCutConfig(pairwise=1.0, band=2.0, color=1.0,
-                                                             drop_unclicked_parts=False, max_pixels=64 * 64))
+    cfg = RecallConfig(device="cpu", graphcut=replace(RecallConfig().graphcut, max_pixels=64 * 64))
     big = _ShiftedRecaller(tiny_pp(), cfg)  # 90 x 110 > 64 x 64: no coarse cut
     big.set_image(_image())
     big.set_exemplar(_exemplar())
