@@ -7,9 +7,9 @@ a budget of 2 clicks per object; the simulated user stops as soon as the goal is
 * (a) one by one: iCMFormer clicks each object (the benchmark clicker on that object's error)
   until IoU ≥ 0.85 or 5 clicks, then commits it (into free pixels, as the plugin's Commit does).
 * (b) find similar: the first object is made as in (a) and is the exemplar (its clicks count);
-  Find similar proposes the others. When fewer than half of the proposals are right (each
-  false one costs a click to remove, each right one saves at least one) the user clears them
-  and goes on one by one. Otherwise fix clicks go on the worst error, the
+  Find similar proposes the others. When fewer than a third of the proposals are right (each
+  false one costs a click to remove, each right one saves the object's two clicks) the user
+  clears them and goes on one by one. Otherwise fix clicks go on the worst error, the
   largest of: a proposal that merges objects (a positive click on the largest of them), a false
   proposal (a negative click), a missed object (a positive click). Each error is clicked once; a
   merge that its split click did not fix is then removed (a negative click), its objects left to
@@ -46,7 +46,9 @@ GOAL_F1, GOAL_IOU = 0.9, 0.8  # "every object right"
 CLICKS_PER_OBJECT = 2  # the budget
 OBJECT_IOU, OBJECT_CLICKS = 0.85, 5  # one object with iCMFormer
 FAILED_ADDS = 2  # recall clicks in a row that added nothing before the user stops adding that way
-KEEP_PROPOSALS = 0.5  # below this share of right proposals the user clears them
+# below this share of right proposals the user clears them: a right proposal saves an object's
+# clicks (CLICKS_PER_OBJECT), a false one costs one click to remove, so fixing breaks even at 1/3
+KEEP_PROPOSALS = 1 / (1 + CLICKS_PER_OBJECT)
 
 
 @dataclass

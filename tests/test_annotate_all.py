@@ -87,14 +87,18 @@ class ScriptedRecaller:
                     labels[self.instances[5]] = 6
                 elif not c.positive and labels[y, x]:  # a removal
                     labels[labels == labels[y, x]] = 0
-        elif self.mode in ("sparse", "noisy"):  # object 4 only (+ three false blobs); adds on a positive click
+        elif self.mode in ("sparse", "noisy", "mixed"):  # object 4 (+ false blobs); adds on a positive click
             labels[self.instances[4]] = 5
-            if self.mode == "noisy":
+            if self.mode == "noisy":  # 1 of 4 proposals right
                 labels[2:6, 2:6], labels[30:34, 2:6], labels[74:78, 60:64] = 7, 8, 9
+            if self.mode == "mixed":  # 1 of 3 right
+                labels[2:6, 2:6], labels[30:34, 2:6] = 7, 8
             for c in clicks or ():
                 hit = [i for i, m in enumerate(self.instances) if m[int(c.y), int(c.x)]]
                 if c.positive and hit:
                     labels[self.instances[hit[0]]] = hit[0] + 1
+                elif not c.positive and labels[int(c.y), int(c.x)]:  # a removal
+                    labels[labels == labels[int(c.y), int(c.x)]] = 0
         mask = labels > 0
         return RecallResult(mask.astype(np.float32), mask, labels, Clicks(), 1, "")
 
@@ -205,3 +209,12 @@ def test_mostly_false_proposals_are_cleared():
     b = annotate_find_similar(sois, ScriptedRecaller(t.instances, "noisy"), _image(), t)
     # 1 right proposal of 4: Clear, and on one by one as if Find similar had not been tried
     assert b.recall_clicks == 0 and (b.clicks, b.done, b.objects_right) == (a.clicks, a.done, a.objects_right)
+
+
+def test_a_third_right_is_worth_fixing():
+    t = _target()
+    sois = TwoClickSois(t.instances)
+    a = annotate_one_by_one(sois, _image(), t)
+    b = annotate_find_similar(sois, ScriptedRecaller(t.instances, "mixed"), _image(), t)
+    # 1 right proposal of 3: the two false ones cost a click each, the right one saves two
+    assert b.recall_clicks > 0 and b.done and b.clicks <= a.clicks
