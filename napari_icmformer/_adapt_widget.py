@@ -197,5 +197,5 @@ class AdaptSection(Container):
 def add_adapt_section(main, save_root: Path | None = None) -> AdaptSection:
     """Put the section into the main widget, above its status line; returns it."""
     section = AdaptSection(main, save_root)
-    main.insert(main.index(main.status), section)
+    main.adapt_toggle = main.add_section("Adapt to my objects: fine-tune on what you committed", section)
     return section

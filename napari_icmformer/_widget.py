@@ -56,14 +56,22 @@ __all__ = ["SegmentationWidget"]
 POSITIVE, NEGATIVE, CURRENT, OBJECTS, PROPOSALS = (
     "positive clicks", "negative clicks", "current object", "objects", "proposals")
 ROLES = (OBJECTS, CURRENT, PROPOSALS, POSITIVE, NEGATIVE)  # bottom to top, above their image
-HELP = ("Left-click: positive · Right/Shift-click: negative · drag: pan\n"
-        "C: commit · Shift+C: clear · Ctrl+Z: undo\n"
-        "Find similar, fixing proposals: click off them = add the missed object · click inside one\n"
-        "holding several objects = split off the clicked one · right-click = remove the whole\n"
-        "proposal · specks under 0.15 x the exemplar's area are hidden (click one to keep it)\n"
-        "Many images: Open folder… · PgDn / PgUp: next / previous image (objects kept, autosaved on\n"
-        "every commit, accept and undo) · Find similar here: the last exemplar on this image ·\n"
-        "Find similar on all slices / all images: proposals on each, to review and Accept")
+# short lines, broken by hand: a wrapped QLabel gets no room for its height in napari's dock
+BASIC_HELP = ("Left-click: positive · Right/Shift-click: negative\n"
+              "drag: pan · C: commit · Shift+C: clear · Ctrl+Z: undo")
+FIX_HELP = ("Fixing proposals (after Find similar):\n"
+            "· click off them: add the missed object\n"
+            "· click inside one holding several objects:\n"
+            "   split off the clicked one\n"
+            "· right-click: remove the whole proposal\n"
+            "· specks under 0.15 × the exemplar's area are\n"
+            "   hidden (click one to keep it)")
+SERIES_HELP = ("Many images: Open folder…\n"
+               "· PgDn / PgUp: next / previous image (objects kept,\n"
+               "   autosaved on every commit, accept and undo)\n"
+               "· Find similar here: the last exemplar, this image\n"
+               "· Find similar on all slices / all images:\n"
+               "   proposals on each, to review and Accept")
 DRAG_PIXELS = 3.0  # a press that moves farther than this (screen pixels) before release is a drag
 CURRENT_COLOUR = (1.0, 0.85, 0.0, 1.0)  # the live mask: one colour no committed object has
 CURRENT_CONTOUR_PX = 2
@@ -128,13 +136,21 @@ class SegmentationWidget(Container):
         self.export_path = FileEdit(label="export to", mode="w", value="", filter="*.json *.tif *.tiff *.png")
         self.export_btn = PushButton(text="Export objects (COCO json / label image)")
         self.status = Label(value="Select an image and click on an object.")
-        super().__init__(widgets=[Label(value=HELP), self.image_choice, self.checkpoint, self.device, self.zoom_in,
+        # the mouse and keys always in view; the rules of Find similar and of many images one tick
+        # away (also the Find similar button's tooltip), so the dock stays narrow and short
+        self.basic_help = Label(value=BASIC_HELP)
+        self.show_help = CheckBox(text="more help: fixing proposals, many images", value=False)
+        self.help = Label(value="\n".join((FIX_HELP, SERIES_HELP)), visible=False)
+        self.show_help.changed.connect(lambda on: setattr(self.help, "visible", bool(on)))
+        self.find_btn.tooltip = FIX_HELP
+        super().__init__(widgets=[self.basic_help, self.show_help, self.help, self.image_choice, self.checkpoint, self.device, self.zoom_in,
                                   self.refine, self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
                                   self.mois_checkpoint, self.exemplar_id, self.find_btn, self.accept_btn,
                                   self.export_path, self.export_btn, self.status])
         self.series_section = SeriesSection(self)  # Many images (_series_widget.py)
-        self.insert(self.index(self.status), self.series_section.container)
-        self._wrap_status()
+        self.series_toggle = self.add_section("Many images: a folder or a stack, one exemplar for all",
+                                              self.series_section.container)
+        self._wrap_labels()
         self._lock = threading.Lock()
         self._predictor: Predictor | None = None
         self._predictor_key: tuple | None = None
@@ -173,16 +189,28 @@ class SegmentationWidget(Container):
     def _image_layers(self, _=None) -> list:
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
-    def _wrap_status(self) -> None:
-        """Long messages wrap instead of widening the dock (which can squeeze the canvas to 0)."""
+    def add_section(self, title: str, section: Container) -> CheckBox:
+        """Put ``section`` above the status line under a tick box that shows it, folded at first:
+        unfolded, the whole dock is taller than a laptop screen and napari's dock cannot scroll."""
+        toggle = CheckBox(text=title, value=False)
+        section.visible = False
+        section.label = ""  # the tick box names it; no label column eating the dock's width
+        toggle.changed.connect(lambda on: setattr(section, "visible", bool(on)))
+        at = self.index(self.status)
+        self.insert(at, toggle)
+        self.insert(at + 1, section)
+        return toggle
+
+    def _wrap_labels(self) -> None:
+        """Long status messages wrap instead of widening the dock (which can squeeze the canvas to 0)."""
         try:
             from qtpy.QtWidgets import QSizePolicy  # noqa: PLC0415
         except ImportError:
             return
-        label = self.status.native
-        label.setWordWrap(True)
-        label.setMinimumWidth(1)
-        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        for label in (self.status.native,):
+            label.setWordWrap(True)
+            label.setMinimumWidth(1)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
     def _on_inserted(self, event) -> None:
         layer = event.value

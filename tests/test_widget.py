@@ -172,6 +172,24 @@ def test_a_long_message_wraps_instead_of_widening_the_dock(widget, qtbot):
     assert w.native.sizeHint().width() < 800
 
 
+def test_the_dock_fits_a_laptop_screen_and_its_sections_unfold(widget, qtbot):
+    viewer, w = widget
+    def shown(part):  # the viewer's window is not on screen in tests: shown within the widget
+        return part.native.isVisibleTo(w.native)
+
+    # napari's dock cannot scroll: folded, the widget must fit a 768 px screen's dock, and narrow
+    assert not shown(w.series_section.container) and not shown(w.adapt) and not shown(w.help)
+    assert w.native.minimumSizeHint().height() < 700 and w.native.sizeHint().width() < 600
+    w.series_toggle.value = True
+    w.adapt_toggle.value = True
+    w.show_help.value = True
+    qtbot.wait(10)
+    assert shown(w.series_section.container) and shown(w.adapt) and shown(w.help)
+    assert "split off the clicked one" in w.help.value and w.find_btn.tooltip.startswith("Fixing proposals")
+    w.series_toggle.value = False
+    assert not shown(w.series_section.container)
+
+
 def test_two_images_each_get_their_own_layers_and_foreign_layers_are_left_alone(widget, qtbot):
     viewer, w = widget
     # the user's own layers with our old fixed names
