@@ -143,10 +143,11 @@ class SegmentationWidget(Container):
         self.help = Label(value="\n".join((FIX_HELP, SERIES_HELP)), visible=False)
         self.show_help.changed.connect(lambda on: setattr(self.help, "visible", bool(on)))
         self.find_btn.tooltip = FIX_HELP
-        super().__init__(widgets=[self.basic_help, self.show_help, self.help, self.image_choice, self.checkpoint,
-                                  self.device, self.zoom_in, self.refine, self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
-                                  self.mois_checkpoint, self.exemplar_id, self.find_btn, self.accept_btn,
-                                  self.export_path, self.export_btn, self.status])
+        super().__init__(widgets=[
+            self.basic_help, self.show_help, self.help, self.image_choice, self.checkpoint, self.device,
+            self.zoom_in, self.refine, self.threshold, self.commit_btn, self.clear_btn, self.undo_btn,
+            self.mois_checkpoint, self.exemplar_id, self.find_btn, self.accept_btn, self.export_path,
+            self.export_btn, self.status])
         self.series_section = SeriesSection(self)  # Many images (_series_widget.py)
         self.series_toggle = self.add_section("Many images: a folder or a stack, one exemplar for all",
                                               self.series_section.container)
