@@ -149,13 +149,15 @@ class AdaptSection(Container):
 
     @ensure_main_thread
     def _on_progress(self, p: AdaptProgress) -> None:
-        if self._bar is None:
+        bar = self._bar
+        if bar is None:
             return
         n = int(p.fraction * BAR_STEPS)
         if n > self._bar_n:
-            self._bar.update(n - self._bar_n)
+            bar.update(n - self._bar_n)  # may run queued events, the worker's finish (closing the bar) among them
             self._bar_n = n
-        self._bar.set_description(p.message[:60])
+        if self._bar is bar:
+            bar.set_description(p.message[:60])
 
     def _close_bar(self) -> None:
         if self._bar is not None:
