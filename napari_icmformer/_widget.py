@@ -151,7 +151,7 @@ class SegmentationWidget(Container):
         self.series_section = SeriesSection(self)  # Many images (_series_widget.py)
         self.series_toggle = self.add_section("Many images: a folder or a stack, one exemplar for all",
                                               self.series_section.container)
-        self._wrap_labels()
+        self._wrap_status()
         self._lock = threading.Lock()
         self._predictor: Predictor | None = None
         self._predictor_key: tuple | None = None
@@ -202,16 +202,16 @@ class SegmentationWidget(Container):
         self.insert(at + 1, section)
         return toggle
 
-    def _wrap_labels(self) -> None:
-        """Long status messages wrap instead of widening the dock (which can squeeze the canvas to 0)."""
+    def _wrap_status(self) -> None:
+        """Long messages wrap instead of widening the dock (which can squeeze the canvas to 0)."""
         try:
             from qtpy.QtWidgets import QSizePolicy  # noqa: PLC0415
         except ImportError:
             return
-        for label in (self.status.native,):
-            label.setWordWrap(True)
-            label.setMinimumWidth(1)
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        label = self.status.native
+        label.setWordWrap(True)
+        label.setMinimumWidth(1)
+        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
     def _on_inserted(self, event) -> None:
         layer = event.value
