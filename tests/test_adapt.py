@@ -17,6 +17,7 @@ from napari_icmformer.adapt import (
     AdaptConfig,
     _fine_tune,
     adapt,
+    paired_gain,
 )
 from napari_icmformer.adapt_data import AdaptInputError, as_annotated, crop_to_objects, split_objects
 from napari_icmformer.checkpoints import load_model, save_checkpoint
@@ -242,3 +243,23 @@ def test_a_held_out_gain_below_the_margin_keeps_the_starting_weights(min_gain, k
     assert result["after"]["F1"] == (0.50 if kept_start else 0.53)
     with pytest.raises(ValueError, match="mois_min_gain"):
         AdaptConfig(mois_min_gain=-1)
+
+
+@pytest.mark.parametrize(("after_each", "kept_start"), [
+    ([4, 5, 5, 5, 3, 4], True),   # mean gain 0.33 click, all from one object, the rest worse: noise
+    ([3, 4, 4, 6, 2, 3], False),  # a click saved on most objects: a clear gain
+])
+def test_paired_selection_keeps_the_start_unless_the_gain_beats_its_standard_error(after_each, kept_start):
+    before_each = [3, 4, 5, 11, 2, 3]
+    scores = iter([{"NoC": float(np.mean(before_each)), "each": before_each},
+                   {"NoC": float(np.mean(after_each)), "each": after_each}])
+    ticks = iter(range(10_000))
+    result = _fine_tune(_StubTrainer(), lambda m: next(scores), lambda s: (s["NoC"],), 20.0,
+                        AdaptConfig(scores=1, selection="paired"), lambda step, msg: None,
+                        clock=lambda: float(next(ticks)))
+    assert result["improved"] is (not kept_start)
+    gain, se = paired_gain(before_each, after_each)
+    assert (gain > se) is (not kept_start)
+    assert paired_gain([1.0], [0.0])[1] == float("inf")
+    with pytest.raises(ValueError, match="selection"):
+        AdaptConfig(selection="best")
