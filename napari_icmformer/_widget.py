@@ -78,6 +78,14 @@ CURRENT_CONTOUR_PX = 2
 MARKER_SCREEN_PX = (10, 16)  # click markers' size on screen, whatever the image's size or zoom
 
 
+def _folding_toggle(title: str, part) -> CheckBox:
+    """A tick box that shows ``part`` (hidden until ticked)."""
+    toggle = CheckBox(text=title, value=False)
+    part.visible = False
+    toggle.changed.connect(lambda on: setattr(part, "visible", bool(on)))
+    return toggle
+
+
 def _screen_pos(event) -> np.ndarray:
     """The event's canvas position in screen pixels (napari passes vispy's ``pos``)."""
     pos = getattr(event, "pos", None)
@@ -139,9 +147,8 @@ class SegmentationWidget(Container):
         # the mouse and keys always in view; the rules of Find similar and of many images one tick
         # away (also the Find similar button's tooltip), so the dock stays narrow and short
         self.basic_help = Label(value=BASIC_HELP)
-        self.show_help = CheckBox(text="more help: fixing proposals, many images", value=False)
-        self.help = Label(value="\n".join((FIX_HELP, SERIES_HELP)), visible=False)
-        self.show_help.changed.connect(lambda on: setattr(self.help, "visible", bool(on)))
+        self.help = Label(value="\n".join((FIX_HELP, SERIES_HELP)))
+        self.show_help = _folding_toggle("more help: fixing proposals, many images", self.help)
         self.find_btn.tooltip = FIX_HELP
         super().__init__(widgets=[
             self.basic_help, self.show_help, self.help, self.image_choice, self.checkpoint, self.device,
@@ -193,10 +200,8 @@ class SegmentationWidget(Container):
     def add_section(self, title: str, section: Container) -> CheckBox:
         """Put ``section`` above the status line under a tick box that shows it, folded at first:
         unfolded, the whole dock is taller than a laptop screen and napari's dock cannot scroll."""
-        toggle = CheckBox(text=title, value=False)
-        section.visible = False
+        toggle = _folding_toggle(title, section)
         section.label = ""  # the tick box names it; no label column eating the dock's width
-        toggle.changed.connect(lambda on: setattr(section, "visible", bool(on)))
         at = self.index(self.status)
         self.insert(at, toggle)
         self.insert(at + 1, section)

@@ -82,8 +82,9 @@ class AdaptConfig:
     # "margin": a step replaces the start when its held-out score beats the start's by the
     # min_gain above; "paired": also only when the mean per-object gain over the same held-out
     # objects exceeds its standard error (a dozen objects give an SE near a click on NoC@85: a
-    # 0.17-click "gain" on MoNuSeg cost +1.1 clicks on the user's other tiles). Not yet measured
-    # on the benchmark sets, so not the default.
+    # 0.17-click "gain" on MoNuSeg cost +1.1 clicks on the user's other tiles). One run per nuclei
+    # set (BENCHMARKS.md "Adapt"): it removed that loss, not DSB2018's iCMFormer++ one; not the
+    # default yet.
     selection: str = "margin"
     scores: int = 2  # held-out scorings during each model's training (plus one before)
     score_objects: int = 12  # at most this many held-out objects are clicked (SOIS)
