@@ -8,6 +8,7 @@ from .configs import MODEL_CONFIGS, ModelConfig, get_config
 from .factory import build_model, create_model, list_models
 from .icmformer import ICMFormer, ImageFeatures
 from .losses import NormalizedFocalLoss
+from .resize import resize_input
 
 __all__ = [
     "CheckpointFormatError",
@@ -24,4 +25,5 @@ __all__ = [
     "disk_maps",
     "get_config",
     "list_models",
+    "resize_input",
 ]

@@ -20,7 +20,7 @@ from src_models.icmformer_pp import init_from_icmformer
 from ..checkpoints import load_model
 from .dataset import ObjectPool, collate_points
 from .mois_dataset import group_weights, kind_of, make_mois_sample, mois_groups
-from .trainer import MOIS_DATASETS, TrainConfig, Trainer
+from .trainer import MOIS_DATASETS, TrainConfig, Trainer, at_input_size
 from .validation import MoisValidationSet
 
 __all__ = ["MOIS_DATASETS", "MoisTrainer", "make_trainer"]
@@ -38,7 +38,7 @@ class MoisTrainer(Trainer):
         cfg = self.cfg
         name = cfg.model if cfg.model.startswith("icmformer_pp_") else f"icmformer_pp_{cfg.model}"
         if cfg.init_from:
-            source = load_model(cfg.init_from)
+            source = at_input_size(load_model(cfg.init_from), cfg.img_size)
             if source.cfg.arch == "icmformer_pp":
                 return source.train()
             # the front end follows the iCMFormer checkpoint; MOIS-only fields follow --model

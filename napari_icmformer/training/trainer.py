@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config
+from src_models import NormalizedFocalLoss, build_model, coord_maps, get_config, resize_input
 
 from ..checkpoints import CheckpointError, load_model, save_checkpoint
 from ..clicking import sample_error_click
@@ -121,6 +121,15 @@ class StepBatches(torch.utils.data.Dataset):
         return self.draw(np.random.default_rng([self.seed, self.rank, int(step)]))
 
 
+def at_input_size(model: torch.nn.Module, img_size: int) -> torch.nn.Module:
+    """``--init-from`` weights trained at another input size, rebuilt for ``img_size`` (position
+    embedding resampled), so the saved checkpoint says the size it was trained at."""
+    if model.cfg.img_size != img_size:
+        tqdm.write(f"init-from: input {model.cfg.img_size}² -> {img_size}² (position embedding resampled)")
+        model = resize_input(model, img_size)
+    return model
+
+
 def _one_thread(_worker: int) -> None:
     """A data worker uses one torch thread: the training process keeps the cores."""
     torch.set_num_threads(1)
@@ -197,7 +206,7 @@ class Trainer:
     def make_model(self) -> torch.nn.Module:
         cfg = self.cfg
         if cfg.init_from:  # an iCMFormer++ file here would fail at the first step, after the data loaded
-            return load_model(cfg.init_from, expect_arch="icmformer").train()
+            return at_input_size(load_model(cfg.init_from, expect_arch="icmformer"), cfg.img_size).train()
         return build_model(get_config(cfg.model, img_size=cfg.img_size, **cfg.model_overrides))
 
     def setup_sampling(self) -> None:
